@@ -1,0 +1,75 @@
+"""Car check: P(car) from an image classifier (ImageNet-1k labels, or a binary car / not-car model)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PIL import Image
+
+from .classify import ImageClassifier, label_ids
+from .errors import UnsupportedLabelsError
+from .models import inference_dtype, load_error, load_once, resolve_folder
+from .results import Check
+from .settings import ModelRef
+
+# ImageNet-1k classes (first synonym of each label) whose probabilities add up to P(car).
+# Whole cars: every passenger-car body style ImageNet has, plus vans, pickups and light utility
+# vehicles that fleets and insurers handle like cars (police van, ambulance, tow truck, minibus).
+# Car parts: close-ups of a dented door or a broken light are often labelled by the part in view
+# (wheel, grille, mirror), so a close-up of damage still counts as a car.
+# Left out on purpose: buses, lorries, trains and trams ("passenger car" is a railway coach),
+# bikes and "wreck" (a shipwreck in ImageNet).
+IMAGENET_CAR_CLASSES = frozenset(
+    {
+        "sports car", "convertible", "cab", "minivan", "jeep", "limousine", "pickup", "racer",
+        "beach wagon", "police van", "ambulance", "Model T", "tow truck", "moving van", "minibus",
+        "car wheel", "grille", "car mirror",
+    }
+)  # fmt: skip
+
+_POSITIVE_WORDS = {"car", "cars", "vehicle", "vehicles", "automobile", "auto"}
+_NEGATIVE_WORDS = {"not", "no", "non", "without", "other", "background", "negative", "none"}
+
+
+def car_label_ids(id2label: dict[int, str]) -> list[int]:
+    """The label ids whose probabilities make up P(car), for ImageNet-style or binary labels."""
+    if len(id2label) > 100:  # an ImageNet-style label set: the car classes by their first synonym
+        return [i for i, label in sorted(id2label.items()) if label.split(",")[0].strip() in IMAGENET_CAR_CLASSES]
+    return label_ids(id2label, _is_car_label)
+
+
+def _is_car_label(label: str) -> bool:
+    words = set(label.split())
+    return bool(words & _POSITIVE_WORDS) and not words & _NEGATIVE_WORDS
+
+
+class CarCheck:
+    """Loads lazily; ``scores`` gives one Check per image."""
+
+    role = "car"
+
+    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
+        self.ref, self.precision = ref, precision
+
+    @property
+    def classifier(self) -> ImageClassifier:
+        return load_once(self.role, self.ref, self.precision, self._load)
+
+    def _load(self) -> ImageClassifier:
+        folder = resolve_folder(self.role, self.ref)
+        try:
+            classifier = ImageClassifier.from_folder(folder, inference_dtype(self.precision))
+        except Exception as exc:
+            raise load_error(self.role, self.ref, exc) from exc
+        if not car_label_ids(classifier.id2label):
+            labels = ", ".join(list(classifier.id2label.values())[:6])
+            raise UnsupportedLabelsError(
+                "car", str(self.ref), "CAR_MODEL", f"none of its labels means 'car' (labels: {labels})"
+            )
+        return classifier
+
+    def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
+        classifier = self.classifier
+        ids = car_label_ids(classifier.id2label)
+        probabilities = classifier.probabilities(images)
+        return [Check(min(1.0, float(row[ids].sum())), threshold, classifier.top_labels(row)) for row in probabilities]

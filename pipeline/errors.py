@@ -1,0 +1,38 @@
+"""Precise exceptions the pipeline raises; the UI and CLI turn them into one-line messages."""
+
+from __future__ import annotations
+
+
+class PipelineError(Exception):
+    """Base class: every error the pipeline raises on purpose is one of these."""
+
+
+class InputError(PipelineError):
+    """The user's input cannot be used (not an image, too large, hostile archive, ...)."""
+
+
+class NotAnImageError(InputError):
+    """The bytes are not a photo format we can decode."""
+
+
+class ImageTooLargeError(InputError):
+    """The photo has more pixels than the limit (decompression-bomb guard)."""
+
+
+class UnsafeArchiveError(InputError):
+    """A zip (or one of its entries) is refused for safety: traversal, bomb, symlink, ..."""
+
+
+class ModelLoadError(PipelineError):
+    """A model could not be resolved or loaded; the message names it, its env var and the cause."""
+
+    def __init__(self, role: str, ref: str, env_var: str, cause: str) -> None:
+        self.role, self.ref, self.env_var, self.cause = role, ref, env_var, cause
+        super().__init__(
+            f"Cannot load the {role} model '{ref}': {cause}. "
+            f"Set {env_var} to a local path or a reachable Hub repo id (or use a --models profile)."
+        )
+
+
+class UnsupportedLabelsError(ModelLoadError):
+    """A classifier loaded, but its labels cannot be mapped to the check it is used for."""

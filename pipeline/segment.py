@@ -1,0 +1,96 @@
+"""Damage masks: an Ultralytics segmentation model -> Detection records at the photo's resolution."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .models import load_error, load_once, resolve_file
+from .results import Detection
+from .settings import ModelRef
+
+
+class Segmenter:
+    role = "segmenter"
+
+    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
+        self.ref, self.precision = ref, precision
+        self._predict_lock = threading.Lock()  # an Ultralytics predictor keeps per-call state
+
+    @property
+    def model(self):  # ultralytics.YOLO
+        return load_once(self.role, self.ref, "fp32", self._load)
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        return {int(k): str(v) for k, v in self.model.names.items()}
+
+    def _load(self):
+        path = resolve_file(self.role, self.ref)
+        try:
+            from ultralytics import YOLO
+
+            model = YOLO(str(path), task="segment")
+        except Exception as exc:
+            raise load_error(self.role, self.ref, exc) from exc
+        if model.task != "segment":
+            raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
+        return model
+
+    def detect(
+        self,
+        images: Sequence[Image.Image],
+        conf: float,
+        iou: float = 0.5,
+        image_size: int = 640,
+        max_det: int = 50,
+    ) -> list[tuple[Detection, ...]]:
+        """Damage instances per image; masks come back at each image's own size (retina masks).
+
+        One photo per call: Ultralytics letterboxes a mixed-size batch differently from a single
+        photo, and a batch must give exactly the answers of its photos one by one.
+        """
+        model = self.model
+        found = []
+        for image in images:
+            with self._predict_lock:
+                (result,) = model.predict(
+                    image,
+                    conf=conf,
+                    iou=iou,
+                    imgsz=image_size,
+                    max_det=max_det,
+                    retina_masks=True,  # masks at the original resolution, letterbox undone
+                    verbose=False,
+                )
+            found.append(_to_detections(result))
+        return found
+
+
+def _to_detections(result) -> tuple[Detection, ...]:
+    """ultralytics Results -> our records: the only place that knows its layout."""
+    if result.masks is None or result.boxes is None or len(result.boxes) == 0:
+        return ()
+    height, width = result.orig_shape
+    masks = result.masks.data.cpu().numpy() > 0.5
+    if masks.shape[1:] != (height, width):  # defensive: never hand out masks at another size
+        masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in masks])
+    boxes = result.boxes.xyxy.cpu().numpy()
+    scores = result.boxes.conf.cpu().numpy()
+    classes = result.boxes.cls.cpu().numpy().astype(int)
+    names = result.names
+    detections = [
+        Detection(
+            label=str(names[int(c)]),
+            class_id=int(c),
+            score=float(s),
+            box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+            mask=m,
+        )
+        for b, s, c, m in zip(boxes, scores, classes, masks)
+        if m.any()
+    ]
+    return tuple(sorted(detections, key=lambda d: -d.score))

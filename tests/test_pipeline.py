@@ -1,0 +1,314 @@
+"""The cascade, label mappings, batches, masks and model references, on tiny offline models."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import Analysis, ModelLoadError, ModelRef, Settings, analyze, analyze_batch, annotate, load_profile
+from pipeline.car import car_label_ids
+from pipeline.damage import damage_label_ids
+from pipeline.errors import UnsupportedLabelsError
+from tests import tiny_models
+
+# ---------------------------------------------------------------- the cascade
+
+
+def test_no_car_stops_the_cascade(settings_factory, car_imagenet_no):
+    result = analyze(tiny_models.photo(120, 80), settings_factory(car=car_imagenet_no))
+    assert not result.is_car
+    assert result.car.score < 0.01
+    assert result.damage is None and not result.segmented and result.detections == ()
+    assert result.summary.startswith("No car found")
+    assert result.to_dict()["damage_score"] is None
+
+
+def test_car_not_damaged_skips_masks(settings_factory, damage_no):
+    result = analyze(tiny_models.photo(120, 80), settings_factory(damage=damage_no))
+    assert result.is_car and not result.is_damaged
+    assert result.damage is not None and result.damage.score < 0.01
+    assert not result.segmented and result.detections == ()
+    assert result.summary.startswith("No damage found")
+
+
+def test_always_segment_masks_undamaged_cars(settings_factory, damage_no):
+    result = analyze(tiny_models.photo(120, 80), settings_factory(damage=damage_no, always_segment=True))
+    assert not result.is_damaged
+    assert result.segmented and result.detections
+
+
+def test_damaged_car_gets_masks_with_model_labels(settings_factory):
+    result = analyze(tiny_models.photo(160, 96), settings_factory())
+    assert result.is_car and result.is_damaged and result.segmented
+    assert result.detections
+    assert {d.label for d in result.detections} <= {"dent", "scratch"}
+    for detection in result.detections:
+        assert 0.0 < detection.score <= 1.0
+        assert 0.0 < detection.area_pct <= 100.0
+        x1, y1, x2, y2 = detection.box
+        assert 0 <= x1 < x2 <= 160 and 0 <= y1 < y2 <= 96
+    assert result.summary.startswith("Damaged car")
+
+
+def test_cascade_off_runs_every_stage_and_keeps_all_scores(settings_factory, car_imagenet_no, damage_no):
+    result = analyze(tiny_models.photo(64, 64), settings_factory(car=car_imagenet_no, damage=damage_no, cascade=False))
+    assert not result.is_car
+    assert result.damage is not None and result.segmented
+
+
+def test_thresholds_decide_verdicts(settings_factory, car_imagenet_random):
+    photo = tiny_models.photo(64, 64)
+    score = analyze(photo, settings_factory(car=car_imagenet_random)).car.score
+    assert analyze(photo, settings_factory(car=car_imagenet_random, car_threshold=score)).is_car
+    assert not analyze(photo, settings_factory(car=car_imagenet_random, car_threshold=score + 1e-3)).is_car
+
+
+def test_mask_threshold_filters_instances(settings_factory):
+    assert analyze(tiny_models.photo(64, 64), settings_factory(mask_threshold=0.9999)).detections == ()
+
+
+# ---------------------------------------------------------------- label mappings
+
+
+def test_imagenet_car_classes_include_parts_and_exclude_railway_cars():
+    id2label = dict(enumerate(tiny_models.IMAGENET_STYLE_LABELS))
+    names = {id2label[i] for i in car_label_ids(id2label)}
+    assert names == {"sports car, sport car", "minivan", "car wheel", "grille, radiator grille"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        (["not_car", "car"], ["car"]),
+        (["Car", "Not-Car"], ["Car"]),
+        (["other", "vehicle"], ["vehicle"]),
+        (["no car", "car present"], ["car present"]),
+    ],
+)
+def test_binary_car_labels(labels, expected):
+    id2label = dict(enumerate(labels))
+    assert [id2label[i] for i in car_label_ids(id2label)] == expected
+
+
+@pytest.mark.parametrize(
+    ("labels", "damaged", "whole"),
+    [
+        (["whole", "damaged"], ["damaged"], ["whole"]),
+        (["undamaged", "damage"], ["damage"], ["undamaged"]),
+        (["no_damage", "damage"], ["damage"], ["no_damage"]),
+        (["01-minor", "02-moderate", "03-severe", "00-whole"], ["01-minor", "02-moderate", "03-severe"], ["00-whole"]),
+        (["not_car", "whole", "damaged"], ["damaged"], ["whole"]),
+    ],
+)
+def test_damage_labels(labels, damaged, whole):
+    id2label = dict(enumerate(labels))
+    got_damaged, got_whole = damage_label_ids(id2label)
+    assert [id2label[i] for i in got_damaged] == damaged
+    assert [id2label[i] for i in got_whole] == whole
+
+
+def test_binary_car_model_works(settings_factory, car_binary):
+    result = analyze(tiny_models.photo(64, 64), settings_factory(car=car_binary))
+    assert result.is_car and result.car.score > 0.99
+    assert result.car.top_labels[0][0] == "car"
+
+
+def test_classifier_with_unmappable_labels_is_refused(settings_factory, model_dir):
+    odd = tiny_models.vit_classifier(model_dir / "odd", ["cat", "dog"], favour="cat")
+    with pytest.raises(UnsupportedLabelsError, match="DAMAGE_MODEL"):
+        analyze(tiny_models.photo(32, 32), settings_factory(damage=odd))
+    with pytest.raises(UnsupportedLabelsError, match="CAR_MODEL"):
+        analyze(tiny_models.photo(32, 32), settings_factory(car=odd))
+
+
+def test_zero_shot_clip_damage_check(settings_factory, damage_clip):
+    photos = [tiny_models.photo(64, 48, seed=s) for s in range(3)]
+    results = analyze_batch(photos, settings_factory(damage=damage_clip, always_segment=True))
+    for result in results:
+        assert result.damage is not None
+        assert 0.0 <= result.damage.score <= 1.0
+        assert {label for label, _ in result.damage.top_labels} == {"damaged", "whole"}
+    single = analyze(photos[1], settings_factory(damage=damage_clip, always_segment=True))
+    assert single.damage.score == pytest.approx(results[1].damage.score, abs=1e-4)
+
+
+# ---------------------------------------------------------------- batches, masks, overlay
+
+
+def test_batch_equals_single(settings_factory, car_imagenet_random):
+    settings = settings_factory(car=car_imagenet_random, car_threshold=0.0, batch_size=3)
+    photos = [tiny_models.photo(80 + 16 * i, 64, seed=i) for i in range(5)]
+    batch = analyze_batch(photos, settings)
+    for photo, together in zip(photos, batch):
+        alone = analyze(photo, settings)
+        assert alone.car.score == pytest.approx(together.car.score, abs=1e-5)
+        assert alone.damage.score == pytest.approx(together.damage.score, abs=1e-5)
+        assert (alone.is_car, alone.is_damaged) == (together.is_car, together.is_damaged)
+        assert [d.label for d in alone.detections] == [d.label for d in together.detections]
+        for a, b in zip(alone.detections, together.detections):
+            assert a.score == pytest.approx(b.score, abs=1e-4)
+            assert np.array_equal(a.mask, b.mask)
+
+
+@pytest.mark.parametrize("size", [(200, 120), (90, 260), (333, 77)])
+def test_masks_and_overlay_at_original_resolution(settings_factory, size):
+    result = analyze(tiny_models.photo(*size), settings_factory())
+    width, height = size
+    assert result.size == size
+    assert result.detections
+    for detection in result.detections:
+        assert detection.mask.shape == (height, width)
+        assert detection.mask.dtype == bool
+        x1, y1, x2, y2 = detection.box
+        ys, xs = np.nonzero(detection.mask)  # the mask sits inside its box: the letterbox was undone
+        assert xs.min() >= x1 - 2 and xs.max() <= x2 + 2 and ys.min() >= y1 - 2 and ys.max() <= y2 + 2
+    overlay = annotate(result)
+    assert overlay.size == size and overlay.mode == "RGB"
+    union = np.logical_or.reduce([d.mask for d in result.detections])
+    changed = np.any(np.asarray(overlay) != np.asarray(result.image), axis=-1)
+    assert changed[union].mean() > 0.9  # masks are painted where the damage is
+
+
+def test_exif_rotated_photo(settings_factory, tmp_path):
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(160, 90), orientation=6))  # stored landscape
+    result = analyze(path, settings_factory())
+    assert result.size == (90, 160)  # shown portrait
+    assert all(d.mask.shape == (160, 90) for d in result.detections)
+    assert annotate(result).size == (90, 160)
+
+
+def test_no_damage_overlay_is_the_photo(settings_factory, damage_no):
+    result = analyze(tiny_models.photo(50, 40), settings_factory(damage=damage_no))
+    assert np.array_equal(np.asarray(annotate(result)), np.asarray(result.image))
+
+
+def test_to_dict_is_json_friendly(settings_factory):
+    import json
+
+    data = analyze(tiny_models.photo(64, 64), settings_factory()).to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert set(data["damages"][0]) == {"label", "class_id", "score", "box", "area_pct"}
+
+
+def test_analysis_keeps_decoded_photo_not_caller_object(settings_factory):
+    original = tiny_models.photo(40, 30).convert("RGBA")
+    result = analyze(original, settings_factory())
+    assert isinstance(result, Analysis) and result.image.mode == "RGB"
+    assert original.mode == "RGBA"
+
+
+def test_accepts_path_bytes_and_array(settings_factory, tmp_path):
+    photo = tiny_models.photo(64, 48)
+    path = tmp_path / "p.png"
+    photo.save(path)
+    settings = settings_factory()
+    sizes = {analyze(src, settings).size for src in (path, str(path), path.read_bytes(), np.asarray(photo))}
+    assert sizes == {(64, 48)}
+
+
+# ---------------------------------------------------------------- model references and loading errors
+
+
+def test_model_ref_parsing(tmp_path):
+    assert ModelRef.parse("google/vit-base-patch16-224") == ModelRef("google/vit-base-patch16-224")
+    assert ModelRef.parse("owner/repo@v1.2") == ModelRef("owner/repo", revision="v1.2")
+    assert ModelRef.parse("abdullahg7/cardd-yolov8s:v2.0/best.pt") == ModelRef(
+        "abdullahg7/cardd-yolov8s", filename="v2.0/best.pt"
+    )
+    assert ModelRef.parse("o/r@abc:w/best.pt") == ModelRef("o/r", "abc", "w/best.pt")
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"")
+    assert ModelRef.parse(str(weights)) == ModelRef(str(weights.resolve()))
+    assert str(ModelRef("o/r", "abc", "w/best.pt")) == "o/r@abc:w/best.pt"
+
+
+def test_defaults_are_the_public_hub_models():
+    refs = Settings().model_refs()
+    assert str(refs["car"]) == "google/vit-base-patch16-224"
+    assert str(refs["damage"]) == "openai/clip-vit-base-patch32"
+    assert refs["segmenter"] == ModelRef("abdullahg7/cardd-yolov8s", filename="v2.0/best.pt")
+
+
+def test_env_vars_override_profile(tmp_path, monkeypatch, car_binary, damage_no, seg_model):
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        f'[car]\nmodel = "{car_binary}"\n[damage]\nmodel = "{damage_no}"\n'
+        f'[segmenter]\nmodel = "{seg_model}"\n[thresholds]\ncar = 0.3\nmask = 0.4\n'
+    )
+    settings = Settings.from_env(profile)
+    assert settings.car_model.id == str(car_binary) and settings.seg_model.id == str(seg_model)
+    assert (settings.car_threshold, settings.mask_threshold) == (0.3, 0.4)
+    monkeypatch.setenv("DAMAGE_MODEL", "someone/damage@main")
+    monkeypatch.setenv("MODELS_PROFILE", str(profile))
+    settings = Settings.from_env()
+    assert settings.damage_model == ModelRef("someone/damage", revision="main")
+    assert settings.car_model.id == str(car_binary)
+
+
+def test_profile_paths_are_relative_to_the_profile(tmp_path, seg_model):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "seg.pt").write_bytes(seg_model.read_bytes())
+    (folder / "profile.toml").write_text('[segmenter]\nmodel = "seg.pt"\n[car]\nmodel = "owner/car"\nrevision = "r1"\n')
+    settings = load_profile(folder / "profile.toml")
+    assert settings.seg_model.id == str((folder / "seg.pt").resolve())
+    assert settings.car_model == ModelRef("owner/car", revision="r1")
+
+
+def test_bad_profile_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        load_profile(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[car\nmodel=")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_profile(tmp_path / "bad.toml")
+
+
+def test_missing_local_model_names_model_env_var_and_cause(settings_factory, tmp_path):
+    missing = tmp_path / "nowhere" / "best.pt"
+    with pytest.raises(ModelLoadError) as info:
+        analyze(tiny_models.photo(32, 32), settings_factory(seg=missing))
+    message = str(info.value)
+    assert str(missing) in message and "SEG_MODEL" in message and "no such file" in message
+
+
+def test_offline_hub_model_error(settings_factory):
+    settings = settings_factory().with_overrides(car_model=ModelRef("nobody-here/not-cached-model"))
+    with pytest.raises(ModelLoadError) as info:
+        analyze(tiny_models.photo(32, 32), settings)
+    message = str(info.value)
+    assert "nobody-here/not-cached-model" in message and "CAR_MODEL" in message
+    assert "offline" in message or "unreachable" in message
+
+
+def test_wrong_kind_of_model(settings_factory, car_binary, seg_model):
+    with pytest.raises(ModelLoadError, match="SEG_MODEL"):
+        analyze(tiny_models.photo(32, 32), settings_factory(seg=car_binary))  # a folder, not weights
+    with pytest.raises(ModelLoadError, match="DAMAGE_MODEL"):
+        analyze(tiny_models.photo(32, 32), settings_factory(damage=seg_model))  # weights, not a folder
+
+
+def test_importing_loads_nothing():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline, pipeline.__main__; "
+        "heavy = [m for m in ('ultralytics', 'transformers', 'gradio') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_large_photo_is_refused_from_its_header(settings_factory):
+    from pipeline import ImageTooLargeError
+
+    buffer = io.BytesIO()
+    Image.new("L", (4000, 3000)).save(buffer, format="PNG")
+    with pytest.raises(ImageTooLargeError, match="12 MP"):
+        analyze(buffer.getvalue(), settings_factory(max_pixels=10_000_000))
