@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from PIL import Image
 
@@ -15,6 +16,8 @@ from .errors import ModelLoadError
 from .results import Analysis, Check, Detection
 from .segment import Segmenter
 from .settings import ModelRef, Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,9 @@ def analyze(image: ImageSource, settings: Settings | None = None) -> Analysis:
 def analyze_batch(images: Iterable[ImageSource], settings: Settings | None = None) -> list[Analysis]:
     """Analyse many photos; each classifier runs over batches. Same answers as ``analyze`` photo by photo."""
     settings = settings or Settings.from_env()
-    photos = [load_image(image, settings.max_pixels) for image in images]
     results: list[Analysis] = []
-    for chunk in _chunks(photos, settings.batch_size):
-        results.extend(analyze_decoded(chunk, settings))
+    for chunk in _chunks(list(images), settings.batch_size):  # decode one batch at a time
+        results.extend(analyze_decoded([load_image(image, settings.max_pixels) for image in chunk], settings))
     return results
 
 
@@ -98,7 +100,7 @@ def load_models(settings: Settings) -> dict[str, ModelLoadError | None]:
     return problems
 
 
-def _chunks(items: Sequence[Image.Image], size: int) -> Iterator[Sequence[Image.Image]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     size = max(1, size)
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def _decode(stream: io.IOBase, name: str, max_pixels: int) -> Image.Image:
             image.seek(0)  # animated GIF/WebP/TIFF: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageTooLargeError(f"{name}: photo too large to decode safely") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own guard
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)) / 1e6:.0f} MP" if found else "too many pixels"
+        raise ImageTooLargeError(f"{name}: photo too large: {size} (limit {max_pixels / 1e6:.0f} MP)") from None
     except UnidentifiedImageError:
         raise NotAnImageError(f"{name}: not a photo we can read (supported: {READABLE})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:

@@ -312,3 +312,24 @@ def test_large_photo_is_refused_from_its_header(settings_factory):
     Image.new("L", (4000, 3000)).save(buffer, format="PNG")
     with pytest.raises(ImageTooLargeError, match="12 MP"):
         analyze(buffer.getvalue(), settings_factory(max_pixels=10_000_000))
+
+
+def test_models_load_once_across_threads(settings_factory, model_dir, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline import classify
+
+    fresh = tiny_models.vit_classifier(model_dir / "car-threads", tiny_models.IMAGENET_STYLE_LABELS, favour="minivan")
+    calls = []
+    real = classify.ImageClassifier.from_folder.__func__
+
+    def counting(cls, folder, dtype):
+        calls.append(folder)
+        return real(cls, folder, dtype)
+
+    monkeypatch.setattr(classify.ImageClassifier, "from_folder", classmethod(counting))
+    settings = settings_factory(car=fresh)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda s: analyze(tiny_models.photo(48, 48, seed=s), settings), range(8)))
+    assert all(r.is_car for r in results)
+    assert [Path(c) for c in calls].count(fresh) == 1
