@@ -28,13 +28,15 @@ class Stages:
 
 
 @functools.lru_cache(maxsize=8)
-def _stages(car: ModelRef, damage: ModelRef, seg: ModelRef, precision: str) -> Stages:
+def _stages(car: ModelRef, damage: ModelRef, seg: ModelRef, precision: str, seg_backend: str) -> Stages:
     # One Stages per model set, so every thread shares the same models and the segmenter's lock.
-    return Stages(CarCheck(car, precision), DamageCheck(damage, precision), Segmenter(seg, precision))
+    return Stages(CarCheck(car, precision), DamageCheck(damage, precision), Segmenter(seg, precision, seg_backend))
 
 
 def stages_for(settings: Settings) -> Stages:
-    return _stages(settings.car_model, settings.damage_model, settings.seg_model, settings.precision)
+    return _stages(
+        settings.car_model, settings.damage_model, settings.seg_model, settings.precision, settings.seg_backend
+    )
 
 
 def analyze(image: ImageSource, settings: Settings | None = None) -> Analysis:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .models import load_error, load_once, resolve_file
+from .models import inference_dtype, load_error, load_once, resolve_file
 from .results import Detection
 from .settings import ModelRef
 
@@ -16,13 +20,14 @@ from .settings import ModelRef
 class Segmenter:
     role = "segmenter"
 
-    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
+    def __init__(self, ref: ModelRef, precision: str = "auto", backend: str = "auto") -> None:
         self.ref, self.precision = ref, precision
+        self.backend = _choose_backend(backend, precision)
         self._predict_lock = threading.Lock()  # an Ultralytics predictor keeps per-call state
 
     @property
     def model(self):  # ultralytics.YOLO
-        return load_once(self.role, self.ref, "fp32", self._load)
+        return load_once(self.role, self.ref, self.backend, self._load)
 
     @property
     def class_names(self) -> dict[int, str]:
@@ -34,6 +39,8 @@ class Segmenter:
             from ultralytics import YOLO
 
             model = YOLO(str(path), task="segment")
+            if model.task == "segment" and self.backend == "openvino" and path.suffix == ".pt":
+                model = YOLO(str(_openvino_copy(model, path)), task="segment")
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         if model.task != "segment":
@@ -68,6 +75,42 @@ class Segmenter:
                 )
             found.append(_to_detections(result))
         return found
+
+
+def _choose_backend(backend: str, precision: str) -> str:
+    """'openvino' (bf16 on CPUs that have it: the segmenter is the slowest stage) or 'torch'.
+
+    'auto' picks OpenVINO when it is installed, there is no GPU, and fp32 was not asked for.
+    """
+    if backend not in {"auto", "torch", "openvino"}:
+        raise ValueError(f"seg_backend must be auto, torch or openvino, not {backend!r}")
+    if backend != "auto":
+        return backend
+    import torch
+
+    if precision == "fp32" or torch.cuda.is_available() or inference_dtype(precision) == torch.float32:
+        return "torch"
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "torch"
+    return "openvino"
+
+
+def _openvino_copy(model, weights: Path) -> Path:
+    """Export once to OpenVINO (dynamic shapes, so non-square photos keep their rectangular letterbox)
+    into a cache folder keyed by the weights' hash; later starts load the cached copy."""
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    cache = Path(os.environ.get("CAR_DAMAGE_CACHE", Path.home() / ".cache" / "car-damage")) / "openvino" / digest
+    exported = cache / f"{weights.stem}_openvino_model"
+    if (exported / "metadata.yaml").is_file():
+        return exported
+    cache.mkdir(parents=True, exist_ok=True)
+    staged = cache / weights.name
+    shutil.copyfile(weights, staged)
+    result = Path(model.__class__(str(staged), task="segment").export(format="openvino", dynamic=True, verbose=False))
+    staged.unlink(missing_ok=True)
+    return result
 
 
 def _to_detections(result) -> tuple[Detection, ...]:

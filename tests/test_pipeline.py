@@ -333,3 +333,30 @@ def test_models_load_once_across_threads(settings_factory, model_dir, monkeypatc
         results = list(pool.map(lambda s: analyze(tiny_models.photo(48, 48, seed=s), settings), range(8)))
     assert all(r.is_car for r in results)
     assert [Path(c) for c in calls].count(fresh) == 1
+
+
+# ---------------------------------------------------------------- fast paths give the same answers
+
+
+def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum()) / max(1.0, float(np.logical_or(a, b).sum()))
+
+
+def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, monkeypatch):
+    """bf16 classifiers and the OpenVINO segmenter: same verdicts, mask IoU >= 0.9 for matched instances."""
+    pytest.importorskip("openvino", reason="OpenVINO is the fast segmenter backend")
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    photos = [tiny_models.photo(160, 120, seed=s) for s in range(3)] + [tiny_models.photo(90, 200, seed=9)]
+    exact = analyze_batch(photos, settings_factory(car=car_imagenet_random, car_threshold=0.0))
+    fast = analyze_batch(
+        photos, settings_factory(car=car_imagenet_random, car_threshold=0.0, precision="bf16", seg_backend="openvino")
+    )
+    assert list((tmp_path / "cache" / "openvino").glob("*/*_openvino_model/*.xml"))  # exported once, cached
+    for a, b in zip(exact, fast):
+        assert a.car.score == pytest.approx(b.car.score, abs=0.02)
+        assert a.damage.score == pytest.approx(b.damage.score, abs=0.02)
+        assert (a.is_car, a.is_damaged) == (b.is_car, b.is_damaged)
+        assert b.detections and all(d.mask.shape == a.detections[0].mask.shape for d in b.detections)
+        for det in a.detections[:3]:
+            best = max(_mask_iou(det.mask, other.mask) for other in b.detections)
+            assert best >= 0.9

@@ -1,0 +1,1 @@
+"""Benchmarks and load tests (not imported by the app or the pipeline)."""

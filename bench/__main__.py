@@ -1,0 +1,279 @@
+"""python -m bench: latency, zip throughput, memory and cold start, fast pipeline vs a naive baseline.
+
+Both run in the same process, on the same photos, with the default architectures at full size.
+Naive = fp32 everywhere, eager PyTorch, one photo at a time, no warm-up. Fast = the shipped defaults
+(bf16 classifiers where the CPU has it, OpenVINO segmenter, batches, warm-up). Every stage runs on
+every photo in both (cascade off), so the cascade's skipping flatters neither side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from pipeline import Analysis, Settings, analyze, analyze_batch, load_models, process_zip
+
+from .models import bench_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "vds-severity"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=int, default=30, help="photos for the latency figures")
+    parser.add_argument("--zip-photos", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here")
+    parser.add_argument("--model-dir", type=Path, default=Path.home() / ".cache" / "car-damage" / "bench-models")
+    args = parser.parse_args(argv)
+
+    base, origin = bench_settings(args.model_dir)
+    naive = replace(base, precision="fp32", seg_backend="torch", cascade=False, batch_size=1)
+    fast = replace(base, cascade=False, batch_size=args.batch_size)
+    photos, photo_source = _photos(args.photos)
+    print(f"models: {origin}\nphotos: {len(photos)} from {photo_source}", file=sys.stderr)
+
+    figures: dict[str, object] = {"machine": _machine(), "models": origin, "photos": photo_source}
+    naive_single, naive_results = _single(naive, photos, warm_up=False)
+    _load_and_warm(fast, photos[0])
+    fast_single, fast_results = _single(fast, photos, warm_up=True)
+    fast_batch = _batched(fast, photos)
+    figures |= {
+        "p50_ms_single": _p(fast_single, 50),
+        "p95_ms_single": _p(fast_single, 95),
+        "p50_ms_batch": _p(fast_batch, 50),
+        "p95_ms_batch": _p(fast_batch, 95),
+        "naive_p50_ms_single": _p(naive_single, 50),
+        "naive_p95_ms_single": _p(naive_single, 95),
+    }
+    figures["speedup_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_batch"], 2)
+    figures["speedup_single_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_single"], 2)
+    figures |= _agreement(naive_results, fast_results)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = _zip_of(photos, args.zip_photos, Path(tmp) / "photos.zip")
+        fast_zip = _zip_run(fast, source, Path(tmp) / "fast")
+        naive_zip = _zip_run(naive, source, Path(tmp) / "naive")
+    figures |= {
+        "zip_photos": args.zip_photos,
+        "zip_photos_per_s": fast_zip["photos_per_s"],
+        "peak_rss_mb": fast_zip["peak_rss_mb"],
+        "rss_mb_during_zip": fast_zip["rss_mb_at"],
+        "naive_zip_photos_per_s": naive_zip["photos_per_s"],
+        "zip_speedup_vs_naive": round(fast_zip["photos_per_s"] / naive_zip["photos_per_s"], 2),
+    }
+    figures["cold_start_s"] = _cold_start(fast, photos[0])
+    figures["naive_cold_start_s"] = _cold_start(naive, photos[0])
+
+    print(_table(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def _single(settings: Settings, photos: list, warm_up: bool) -> tuple[list[float], list[Analysis]]:
+    if warm_up:
+        analyze(photos[0], settings)
+    times, results = [], []
+    for photo in photos:
+        start = time.perf_counter()
+        results.append(analyze(photo, settings))
+        times.append((time.perf_counter() - start) * 1000)
+    return times, results
+
+
+def _batched(settings: Settings, photos: list) -> list[float]:
+    """Per-photo latency of each batch (batch time / photos in it), as in a zip."""
+    per_photo = []
+    for start in range(0, len(photos), settings.batch_size):
+        chunk = photos[start : start + settings.batch_size]
+        began = time.perf_counter()
+        analyze_batch(chunk, settings)
+        per_photo += [(time.perf_counter() - began) * 1000 / len(chunk)] * len(chunk)
+    return per_photo
+
+
+def _load_and_warm(settings: Settings, photo) -> None:
+    problems = {role: str(error) for role, error in load_models(settings).items() if error}
+    if problems:
+        raise SystemExit(f"cannot load models: {problems}")
+    analyze(photo, settings)
+
+
+def _zip_run(settings: Settings, source: Path, out: Path) -> dict[str, object]:
+    process = psutil.Process()
+    samples: list[int] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(process.memory_info().rss)
+            time.sleep(0.05)
+
+    rss_at: dict[int, float] = {}
+
+    def progress(count: int, total: int, _name: str) -> None:
+        if count % max(1, total // 4) == 0 or count == total:
+            rss_at[count] = round(process.memory_info().rss / 2**20)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    began = time.perf_counter()
+    result = process_zip(source, out, settings, progress=progress)
+    elapsed = time.perf_counter() - began
+    done.set()
+    sampler.join()
+    return {
+        "photos_per_s": round(result.summary["photos_analyzed"] / elapsed, 2),
+        "peak_rss_mb": round(max(samples) / 2**20),
+        "rss_mb_at": rss_at,
+    }
+
+
+def _cold_start(settings: Settings, photo_path) -> float:
+    """A fresh interpreter: import, load the three models (cached weights), warm up, answer one photo."""
+    code = (
+        "import sys, time; t = time.perf_counter()\n"
+        "from pipeline import Settings, load_models, analyze\n"
+        "s = Settings.from_env().with_overrides(precision=sys.argv[1], seg_backend=sys.argv[2])\n"
+        "assert not any(load_models(s).values())\n"
+        "analyze(sys.argv[3], s)\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    env = os.environ | {
+        "CAR_MODEL": settings.car_model.id,
+        "DAMAGE_MODEL": settings.damage_model.id,
+        "SEG_MODEL": settings.seg_model.id,
+    }
+    if not isinstance(photo_path, (str, Path)):
+        return float("nan")
+    began = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-c", code, settings.precision, settings.seg_backend, str(photo_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    del out
+    return round(time.perf_counter() - began, 2)
+
+
+def _agreement(exact: list[Analysis], fast: list[Analysis]) -> dict[str, object]:
+    """Same verdicts as fp32, and mask IoU of matched instances (best match by IoU, same class)."""
+    same = [(a.is_car, a.is_damaged) == (b.is_car, b.is_damaged) for a, b in zip(exact, fast)]
+    ious = []
+    for a, b in zip(exact, fast):
+        for det in a.detections:
+            candidates = [o for o in b.detections if o.label == det.label]
+            if candidates:
+                ious.append(max(_iou(det.mask, o.mask) for o in candidates))
+    return {
+        "verdicts_same_as_fp32": f"{sum(same)}/{len(same)}",
+        "mask_iou_vs_fp32_min": round(min(ious), 3) if ious else None,
+        "mask_iou_vs_fp32_mean": round(float(np.mean(ious)), 3) if ious else None,
+        "matched_instances": len(ious),
+    }
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.logical_and(a, b).sum()) / max(1.0, float(np.logical_or(a, b).sum()))
+
+
+# ---------------------------------------------------------------- inputs and output
+
+
+def _photos(count: int) -> tuple[list, str]:
+    files = sorted(SHARED_PHOTOS.glob("*/*/*.jpg"))
+    if files:
+        step = max(1, len(files) // count)
+        return files[::step][:count], "../shared/data/vds-severity (damaged cars)"
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photos = []
+    folder = Path(tempfile.mkdtemp(prefix="bench-photos-"))
+    for i in range(count):
+        small = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
+        path = folder / f"generated_{i}.jpg"
+        Image.fromarray(small).resize((800, 600), Image.BILINEAR).save(path, quality=90)
+        photos.append(path)
+    return photos, "generated 800x600 photos (../shared absent)"
+
+
+def _zip_of(photos: list[Path], count: int, path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            source = photos[i % len(photos)]
+            archive.write(source, f"{i:04d}_{Path(source).name}")
+    return path
+
+
+def _p(values: list[float], q: int) -> float:
+    return round(float(np.percentile(values, q)), 1)
+
+
+def _machine() -> dict[str, object]:
+    import torch
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx": "amx_tile" in flags,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def _table(figures: dict[str, object]) -> str:
+    rows = [
+        (
+            "per photo, single (p50 / p95)",
+            "p50_ms_single",
+            "p95_ms_single",
+            "naive_p50_ms_single",
+            "naive_p95_ms_single",
+        ),
+        ("per photo, batch (p50 / p95)", "p50_ms_batch", "p95_ms_batch", "naive_p50_ms_single", "naive_p95_ms_single"),
+    ]
+    lines = ["| figure | fast | naive |", "|---|---|---|"]
+    for label, p50, p95, n50, n95 in rows:
+        lines.append(f"| {label} | {figures[p50]} / {figures[p95]} ms | {figures[n50]} / {figures[n95]} ms |")
+    lines += [
+        f"| zip of {figures['zip_photos']} photos | {figures['zip_photos_per_s']} photos/s | "
+        f"{figures['naive_zip_photos_per_s']} photos/s |",
+        f"| peak RSS during the zip | {figures['peak_rss_mb']} MB | |",
+        f"| cold start to first answer | {figures['cold_start_s']} s | {figures['naive_cold_start_s']} s |",
+        f"| speed-up vs naive (batch / single / zip) | {figures['speedup_vs_naive']}x / "
+        f"{figures['speedup_single_vs_naive']}x / {figures['zip_speedup_vs_naive']}x | |",
+        f"| verdicts same as fp32 | {figures['verdicts_same_as_fp32']} | |",
+        f"| mask IoU vs fp32 (min / mean, {figures['matched_instances']} instances) | "
+        f"{figures['mask_iou_vs_fp32_min']} / {figures['mask_iou_vs_fp32_mean']} | |",
+    ]
+    return "\n".join(lines) + f"\n\nRSS (MB) after n photos of the zip: {figures['rss_mb_during_zip']}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Full-size models of the default architectures for timing: the real ones when cached, else random-init.
+
+ViT-B/16 with the 1000 ImageNet labels, CLIP ViT-B/32, YOLOv8s-seg with the 6 CarDD classes at 640.
+Random weights time exactly like trained ones (same graphs, same shapes); only the answers are meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline import ModelRef, Settings
+from pipeline.settings import DEFAULT_CAR_MODEL, DEFAULT_DAMAGE_MODEL, DEFAULT_SEG_MODEL
+
+CARDD_CLASSES = ["dent", "scratch", "crack", "glass shatter", "lamp broken", "tire flat"]
+SHARED_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "models" / "imagenet-efficientnet-lite0"
+
+
+def bench_settings(model_dir: Path) -> tuple[Settings, dict[str, str]]:
+    """Settings with the three full-size models, and where each came from ('hub cache' or 'random init')."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    refs, origin = {}, {}
+    for role, default, build in (
+        ("car", DEFAULT_CAR_MODEL, _vit_b16),
+        ("damage", DEFAULT_DAMAGE_MODEL, _clip_b32),
+        ("segmenter", DEFAULT_SEG_MODEL, _yolov8s_seg),
+    ):
+        cached = _cached(ModelRef.parse(default))
+        if cached is not None:
+            refs[role], origin[role] = ModelRef(str(cached)), f"{default} (Hub cache)"
+        else:
+            refs[role], origin[role] = ModelRef(str(build(model_dir))), "random init (same architecture)"
+    # Up to 6 instances a photo, as the real CarDD model finds on a damaged car; the random-init
+    # segmenter would otherwise return either none or max_det (50) near-identical candidates.
+    settings = Settings(
+        car_model=refs["car"], damage_model=refs["damage"], seg_model=refs["segmenter"], max_detections=6
+    )
+    return settings, origin
+
+
+def _cached(ref: ModelRef) -> Path | None:
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        if ref.filename:
+            return Path(hf_hub_download(ref.id, ref.filename, local_files_only=True))
+        return Path(snapshot_download(ref.id, local_files_only=True))
+    except Exception:
+        return None
+
+
+def _imagenet_labels() -> list[str]:
+    config = SHARED_IMAGENET / "config.json"
+    if config.is_file():
+        return list(json.loads(config.read_text())["label_names"])
+    from pipeline.car import IMAGENET_CAR_CLASSES
+
+    return sorted(IMAGENET_CAR_CLASSES) + [f"class {i}" for i in range(1000 - len(IMAGENET_CAR_CLASSES))]
+
+
+def _vit_b16(model_dir: Path) -> Path:
+    folder = model_dir / "vit-b16-imagenet"
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    labels = _imagenet_labels()
+    config = ViTConfig(id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    ViTForImageClassification(config).eval().save_pretrained(folder)
+    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
+    return folder
+
+
+def _clip_b32(model_dir: Path) -> Path:
+    folder = model_dir / "clip-vit-b32"
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    torch.manual_seed(0)
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
+    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = 512, 513
+    CLIPModel(CLIPConfig()).eval().save_pretrained(folder)
+    processor = CLIPProcessor(
+        image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer(vocab=vocab, merges=[])
+    )  # the real CLIP BPE vocabulary is not available offline; text runs once at load anyway
+    processor.save_pretrained(folder)
+    return folder
+
+
+def _byte_alphabet() -> list[str]:
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    rest = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
+
+
+def _yolov8s_seg(model_dir: Path) -> Path:
+    weights = model_dir / "yolov8s-seg-cardd-random.pt"
+    if weights.is_file():
+        return weights
+    import torch
+    import ultralytics
+    import yaml
+    from ultralytics import YOLO
+
+    cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-seg.yaml").read_text())
+    cfg["nc"] = len(CARDD_CLASSES)
+    config_path = model_dir / "yolov8s-seg.yaml"  # the 's' in the name picks the small scale
+    config_path.write_text(yaml.safe_dump(cfg))
+    torch.manual_seed(0)
+    model = YOLO(str(config_path), task="segment")
+    model.model.names = dict(enumerate(CARDD_CLASSES))
+    with torch.no_grad():  # a few confident 'dent' candidates, so the mask stage does real work
+        for branch in model.model.model[-1].cv3:
+            branch[-1].bias.fill_(-8.0)
+            branch[-1].bias[0] = 1.0
+    model.save(str(weights))
+    return weights

@@ -1,0 +1,315 @@
+"""The Space: both named endpoints through gradio_client on a live local server, with tiny offline models."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import gradio as gr
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+
+import app
+import pipeline
+from tests import tiny_models
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def serve(settings: pipeline.Settings, examples: list[str] | None = None, **options) -> Iterator[tuple[gr.Blocks, str]]:
+    """Build the app for these settings and serve it on a free localhost port (as ``python app.py`` does)."""
+    demo = app.build_demo(settings, examples=examples or [])
+    launch = {**app.LAUNCH_OPTIONS, **options}
+    demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch)
+    try:
+        yield demo, demo.local_url
+    finally:
+        demo.close()
+
+
+def write_photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    path.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(width, height, seed)))
+    return path
+
+
+def write_zip(path: Path) -> Path:
+    """Three photos (one in a folder), a text file and a broken JPEG."""
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("front.jpg", tiny_models.jpeg_bytes(tiny_models.photo(160, 96, 1)))
+        zf.writestr("side.png", tiny_models.png_bytes(tiny_models.photo(120, 80, 2)))
+        zf.writestr("lot/rear.jpg", tiny_models.jpeg_bytes(tiny_models.photo(96, 96, 3)))
+        zf.writestr("notes.txt", b"not a photo")
+        zf.writestr("broken.jpg", b"\xff\xd8\xff\xe0 truncated")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(settings_factory) -> Iterator[tuple[gr.Blocks, str]]:
+    # A small upload limit here, so the test can check that the limit is enforced.
+    with serve(settings_factory(), max_file_size=1_000_000) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def client(server, tmp_path_factory) -> Client:
+    return Client(server[1], download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False)
+
+
+# ---------------------------------------------------------------- the named API
+
+
+def test_api_lists_both_named_endpoints_with_docs(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    named = api["named_endpoints"]
+    assert set(named) == {"/analyze_image", "/analyze_zip"}
+    image_params = [p["parameter_name"] for p in named["/analyze_image"]["parameters"]]
+    assert image_params == ["image", "car_threshold", "damage_threshold", "mask_threshold", "always_segment"]
+    assert all(p["parameter_has_default"] for p in named["/analyze_image"]["parameters"][1:])
+    zip_params = [p["parameter_name"] for p in named["/analyze_zip"]["parameters"]]
+    assert zip_params[0] == "archive" and "progress" not in zip_params
+    assert named["/analyze_image"]["description"].startswith("Analyse one photo")
+    assert named["/analyze_zip"]["description"].startswith("Analyse every photo in a zip")
+
+
+def test_analyze_image_endpoint(client, tmp_path):
+    photo = write_photo(tmp_path / "car.jpg", 160, 96)
+    summary, confidences, annotated, damages, result = client.predict(
+        image=handle_file(photo), api_name="/analyze_image"
+    )
+    assert summary.startswith("Damaged car")
+    assert {c["label"] for c in confidences["confidences"]} == {"car", "damage"}
+    assert all(c["confidence"] > 0.9 for c in confidences["confidences"])
+    assert Image.open(annotated).size == (160, 96)
+    assert damages["headers"] == app.DAMAGE_HEADERS
+    assert damages["data"] and {row[0] for row in damages["data"]} <= {"dent", "scratch"}
+    assert all(0 < row[1] <= 1 and 0 < row[2] <= 100 for row in damages["data"])
+    assert result["is_car"] is True and result["is_damaged"] is True
+    assert result["damage_count"] == len(damages["data"]) and (result["width"], result["height"]) == (160, 96)
+    assert set(result["models"]) == {"car", "damage", "segmenter"}
+
+
+def test_thresholds_reach_the_pipeline(client, tmp_path):
+    photo = write_photo(tmp_path / "car.jpg", 64, 64)
+    *_, damages, result = client.predict(handle_file(photo), 0.5, 0.5, 0.9999, False, api_name="/analyze_image")
+    assert result["segmented"] and result["damage_count"] == 0 and damages["data"] == []
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.jpg"  # over the 1 MB upload limit of this server
+    big.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(64, 64)) + b"\0" * 1_200_000)
+    with pytest.raises(Exception, match="exceeds the maximum file size"):
+        client.predict(handle_file(big), api_name="/analyze_image")
+
+
+def test_analyze_zip_endpoint(client, tmp_path):
+    archive, summary_text, report, gallery, summary = client.predict(
+        archive=handle_file(write_zip(tmp_path / "photos.zip")), api_name="/analyze_zip"
+    )
+    assert Path(archive).name == "photos-results.zip"
+    with zipfile.ZipFile(archive) as zf:
+        names = set(zf.namelist())
+        assert {"front.jpg", "side.png", "lot/rear.jpg", "report.csv", "predictions.json", "summary.json"} <= names
+        assert Image.open(io.BytesIO(zf.read("lot/rear.jpg"))).size == (96, 96)
+        assert json.loads(zf.read("summary.json"))["photos_analyzed"] == 3
+    assert summary["files"] == 5 and summary["photos_analyzed"] == 3
+    assert summary["cars"] == 3 and summary["damaged_cars"] == 3
+    assert {f["file"] for f in summary["failures"]} == {"notes.txt", "broken.jpg"}
+    assert "3 damaged cars" in summary_text and "notes.txt" in summary_text
+    assert report["headers"] == app.ZIP_HEADERS
+    rows = {row[0]: dict(zip(report["headers"], row, strict=True)) for row in report["data"]}
+    assert set(rows) == {"front.jpg", "side.png", "lot/rear.jpg", "notes.txt", "broken.jpg"}
+    assert rows["notes.txt"]["status"] == "skipped" and rows["broken.jpg"]["status"] == "error"
+    assert [item["caption"].split(":")[0] for item in gallery] == ["front.jpg", "side.png", "lot/rear.jpg"]
+    assert all(Path(item["image"]).exists() for item in gallery)
+
+
+def test_a_refused_zip_is_a_friendly_error(client, tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"this is not a zip")
+    with pytest.raises(Exception, match="not a readable zip"):
+        client.predict(handle_file(fake), api_name="/analyze_zip")
+
+
+def test_job_folders_are_private_and_cleaned(server, client, tmp_path):
+    demo, url = server
+    jobs = demo.car_damage_app.jobs
+    client.predict(handle_file(write_zip(tmp_path / "a.zip")), api_name="/analyze_zip")
+    folders = list(jobs.root.iterdir())
+    assert len(folders) >= 1 and all(len([*f.iterdir()]) == 1 for f in folders)  # the archive, no leftovers
+    archive = next(jobs.root.glob("*/a-results.zip"))
+    with pytest.raises(urllib.error.HTTPError) as refused:  # never served from the job folder itself
+        urllib.request.urlopen(f"{url}gradio_api/file={archive}")
+    assert refused.value.code in (403, 404)
+    jobs.sweep(max_age=0)
+    assert list(jobs.root.iterdir()) == []
+
+
+def readme_api_examples() -> list[str]:
+    """The gradio_client snippets of README.md (or, until merged, APP_NOTES.md)."""
+    for name in ("README.md", "APP_NOTES.md"):
+        path = Path(app.__file__).parent / name
+        blocks = re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S) if path.exists() else []
+        blocks = [block for block in blocks if "gradio_client" in block and "api_name=" in block]
+        if blocks:
+            return blocks
+    return []
+
+
+def test_readme_api_examples_work_as_written(server, tmp_path, monkeypatch, capsys):
+    blocks = readme_api_examples()
+    if not blocks:
+        pytest.skip("no gradio_client examples in README.md or APP_NOTES.md")
+    assert {"/analyze_image", "/analyze_zip"} <= {m for b in blocks for m in re.findall(r'api_name="([^"]+)"', b)}
+    write_photo(tmp_path / "car.jpg", 160, 96)
+    write_zip(tmp_path / "photos.zip")
+    monkeypatch.chdir(tmp_path)
+    for code in blocks:
+        code = code.replace('Client("http://127.0.0.1:7860/")', f'Client("{server[1]}")')
+        assert server[1] in code
+        exec(compile(code, "README example", "exec"), {})
+    printed = capsys.readouterr().out
+    assert "Damaged car" in printed and "photos-results.zip" in printed and "notes.txt skipped" in printed
+
+
+# ---------------------------------------------------------------- the functions behind the endpoints
+
+
+def test_no_car_is_a_plain_result(settings_factory, car_imagenet_no, tmp_path):
+    service = app.CarDamageApp(settings_factory(car=car_imagenet_no))
+    summary, confidences, annotated, damages, result = service.analyze_image(
+        str(write_photo(tmp_path / "x.jpg", 80, 60))
+    )
+    assert summary.startswith("No car found")
+    assert set(confidences) == {"car"} and damages["data"] == []
+    assert annotated.size == (80, 60) and result["is_car"] is False
+
+
+def test_no_damage_is_a_plain_result(settings_factory, damage_no, tmp_path):
+    service = app.CarDamageApp(settings_factory(damage=damage_no))
+    summary, confidences, _, damages, _ = service.analyze_image(str(write_photo(tmp_path / "x.jpg", 80, 60)))
+    assert summary.startswith("No damage found")
+    assert confidences["damage"] < 0.5 and damages["data"] == []
+
+
+def test_missing_inputs_and_bad_photos_raise_gradio_errors(settings_factory, tmp_path):
+    service = app.CarDamageApp(settings_factory())
+    with pytest.raises(gr.Error, match="Upload a photo"):
+        service.analyze_image(None)
+    with pytest.raises(gr.Error, match="Upload a zip"):
+        service.analyze_zip(None, progress=lambda *a, **k: None)
+    text = tmp_path / "not-a-photo.jpg"
+    text.write_text("hello")
+    with pytest.raises(gr.Error):
+        service.analyze_image(str(text))
+
+
+def test_zip_progress_advances_photo_by_photo(settings_factory, tmp_path):
+    calls = []
+    service = app.CarDamageApp(settings_factory(batch_size=2))
+    service.analyze_zip(str(write_zip(tmp_path / "p.zip")), progress=lambda value, **kw: calls.append(value))
+    assert calls[0] == 0
+    assert [done for done, _ in calls[1:]] == [1, 2, 3, 4, 5] and {total for _, total in calls[1:]} == {5}
+
+
+def test_model_banner_names_the_model_and_env_var(monkeypatch, car_imagenet_yes, damage_yes):
+    monkeypatch.setenv("CAR_MODEL", str(car_imagenet_yes))
+    monkeypatch.setenv("DAMAGE_MODEL", str(damage_yes))
+    monkeypatch.setenv("SEG_MODEL", "/nonexistent/seg-model.pt")
+    demo = app.build_demo(pipeline.Settings.from_env(), examples=[])
+    banner, models = demo.car_damage_app.model_report()
+    assert banner["visible"] is True
+    assert "segmenter" in banner["value"] and "/nonexistent/seg-model.pt" in banner["value"]
+    assert "SEG_MODEL" in banner["value"] and "car model" not in banner["value"]
+    assert "✅ loaded" in models and "❌ failed" in models and str(car_imagenet_yes) in models
+
+
+def test_models_load_cleanly_hide_the_banner(settings_factory):
+    banner, models = app.CarDamageApp(settings_factory()).model_report()
+    assert banner["visible"] is False and models.count("✅ loaded") == 3
+
+
+# ---------------------------------------------------------------- page, examples, queue, command line
+
+
+def _component_types(demo: gr.Blocks) -> list[str]:
+    return [c["type"] for c in demo.config["components"]]
+
+
+def test_examples_shown_only_when_present(settings_factory, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADIO_EXAMPLES_CACHE", str(tmp_path / "cache"))
+    for name in ("b.jpg", "a.png"):
+        write_photo(tmp_path / name, 40, 30)
+    (tmp_path / "README.md").write_text("how to add photos")
+    found = app.find_examples([tmp_path, tmp_path / "missing"])
+    assert [Path(p).name for p in found] == ["a.png", "b.jpg"]
+    assert "dataset" in _component_types(app.build_demo(settings_factory(), examples=found))
+    assert "dataset" not in _component_types(app.build_demo(settings_factory(), examples=[]))
+    assert app.fetch_examples_repo("") is None
+
+
+def test_the_repo_examples_folder_holds_no_photos_from_shared():
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    for photo in app.find_examples([Path(app.__file__).parent / "examples"]):
+        assert not any(p.name == Path(photo).name for p in shared.rglob(Path(photo).name)), photo
+
+
+def test_queue_and_limits(server):
+    demo, _ = server
+    assert demo._queue.max_size == app.QUEUE_SIZE
+    limits = {
+        fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.api_name in {"analyze_image", "analyze_zip"}
+    }
+    assert limits == {"analyze_image": 1, "analyze_zip": 1}
+    assert app.LAUNCH_OPTIONS["max_file_size"]
+
+
+def test_command_line(monkeypatch, tmp_path, car_imagenet_yes, damage_yes, seg_model):
+    launched = {}
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw, demo=self))
+    monkeypatch.setattr(app.ModelStatus, "start", lambda self: self)
+    monkeypatch.setattr(app, "demo", app.demo)  # restored after the test
+    profile = tmp_path / "models.toml"
+    profile.write_text(
+        f'[car]\nmodel = "{car_imagenet_yes}"\n[damage]\nmodel = "{damage_yes}"\n[segmenter]\nmodel = "{seg_model}"\n'
+        "[thresholds]\ncar = 0.3\ndamage = 0.6\n"
+    )
+    app.main(["--models", str(profile), "--share", "--host", "0.0.0.0", "--port", "7999"])
+    assert launched["share"] is True and launched["server_name"] == "0.0.0.0" and launched["server_port"] == 7999
+    assert launched["max_file_size"] == app.MAX_FILE_SIZE
+    assert launched["demo"].car_damage_app.settings.car_model.id == str(car_imagenet_yes)
+    sliders = [c["props"]["value"] for c in launched["demo"].config["components"] if c["type"] == "slider"]
+    assert sliders[:3] == [0.3, 0.6, pipeline.Settings().mask_threshold]  # the profile's thresholds start the sliders
+    app.main([])
+    assert launched["share"] is None and launched["server_name"] is None and launched["server_port"] is None
+
+
+# ---------------------------------------------------------------- with the real ImageNet model from ../shared
+
+
+@pytest.mark.shared
+def test_imagenet_car_model_through_the_api(shared_dir, settings_factory, tmp_path):
+    car_model = shared_dir / "models" / "imagenet-efficientnet-lite0"
+    photos = shared_dir / "data" / "imagenet-sample"
+    if not car_model.is_dir():
+        pytest.skip(f"{car_model} not found")
+    with serve(settings_factory(car=car_model)) as (_, url):
+        client = Client(url, download_files=str(tmp_path), verbose=False)
+        car = client.predict(handle_file(photos / "n04285008_sports_car.jpg"), api_name="/analyze_image")
+        fish = client.predict(handle_file(photos / "n01440764_tench.jpg"), api_name="/analyze_image")
+    assert car[4]["is_car"] is True and car[4]["car_score"] > 0.5
+    assert Image.open(car[2]).size == Image.open(photos / "n04285008_sports_car.jpg").size
+    assert fish[4]["is_car"] is False and fish[0].startswith("No car found")

@@ -1,0 +1,126 @@
+"""The real page in Debian's Chromium (Playwright): upload a photo and a zip, read what is visible, screenshot it.
+
+Screenshots go to $BROWSER_SCREENSHOTS (default: the test's temp folder).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pipeline
+from tests.test_app import serve, write_photo, write_zip
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT = 90_000  # ms; a cold first analysis on a busy 2-core runner
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def url(settings_factory, tmp_path_factory) -> Iterator[str]:
+    examples = tmp_path_factory.mktemp("examples")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("GRADIO_EXAMPLES_CACHE", str(examples / "cache"))  # lazily cached results go here
+        with serve(settings_factory(), examples=[str(write_photo(examples / "wide.jpg", 200, 120))]) as (_, local):
+            yield local
+
+
+def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    expect(page.get_by_role("button", name="Analyze photo")).to_be_visible()
+
+    page.locator("#photo-input input[type=file]").set_input_files(write_photo(tmp_path / "car.jpg", 160, 96))
+    expect(page.locator("#photo-input img")).to_be_visible()  # uploaded, previewed
+    page.get_by_role("button", name="Analyze photo").click()
+    expect(page.locator("#verdict")).to_contain_text("Damaged car")
+    expect(page.locator("#confidences")).to_contain_text("damage")
+    annotated = page.locator("#annotated img")
+    expect(annotated).to_be_visible()
+    page.wait_for_function("() => document.querySelector('#annotated img')?.naturalWidth === 160")
+    expect(page.locator("#model-banner")).to_be_hidden()
+    page.screenshot(path=shots / "photo-tab.png", full_page=True)
+
+    page.locator("#photo-examples img").first.click()  # an example: analysed on first click, then cached
+    page.wait_for_function("() => document.querySelector('#annotated img')?.naturalWidth === 200")
+    expect(page.locator("#verdict")).to_contain_text("Damaged car")
+
+    page.get_by_role("tab", name="Zip of photos").click()
+    page.locator("#zip-input input[type=file]").set_input_files(write_zip(tmp_path / "photos.zip"))
+    expect(page.locator("#zip-input")).to_contain_text("photos.zip")
+    page.get_by_role("button", name="Analyze zip").click()
+    expect(page.locator("#zip-results")).to_contain_text("photos-results")
+    link = page.locator("#zip-results a[href$='/photos-results.zip']")
+    expect(link).to_be_visible()
+    expect(page.locator("#zip-summary")).to_contain_text("3 damaged cars")
+    expect(page.locator("#zip-summary")).to_contain_text("notes.txt")
+    expect(page.locator("#gallery img")).to_have_count(3)
+    page.screenshot(path=shots / "zip-tab.png", full_page=True)
+
+    with page.expect_download() as download:
+        link.click()
+    saved = tmp_path / "downloaded.zip"
+    download.value.save_as(saved)
+    with zipfile.ZipFile(saved) as zf:
+        assert {"front.jpg", "side.png", "lot/rear.jpg", "report.csv", "summary.json"} <= set(zf.namelist())
+
+
+def test_bad_segmenter_path_shows_a_banner(page, shots, monkeypatch, car_imagenet_yes, damage_yes):
+    from playwright.sync_api import expect
+
+    monkeypatch.setenv("CAR_MODEL", str(car_imagenet_yes))
+    monkeypatch.setenv("DAMAGE_MODEL", str(damage_yes))
+    monkeypatch.setenv("SEG_MODEL", "/nonexistent/seg-model.pt")
+    with serve(pipeline.Settings.from_env()) as (_, url):
+        page.goto(url)
+        banner = page.locator("#model-banner")
+        expect(banner).to_contain_text("segmenter model '/nonexistent/seg-model.pt'")
+        expect(banner).to_contain_text("Set SEG_MODEL")
+        expect(page.get_by_role("button", name="Analyze photo")).to_be_enabled()  # the app still works
+        expect(page.locator("#photo-examples")).to_have_count(0)  # no examples: no examples block
+        page.screenshot(path=shots / "model-banner.png", full_page=True)
