@@ -35,7 +35,7 @@ EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR") or Path(__file__).parent / "e
 EXAMPLES_REPO = os.environ.get("EXAMPLES_REPO", "").strip()
 MAX_EXAMPLES = 24
 MAX_FILE_SIZE = os.environ.get("MAX_FILE_SIZE", "200mb")  # per upload, photos and zips
-QUEUE_SIZE = int(os.environ.get("QUEUE_SIZE", "16"))  # waiting requests beyond this are turned away
+QUEUE_SIZE = int(os.environ.get("QUEUE_SIZE", "40"))  # waiting requests beyond this are turned away
 GALLERY_SIZE = 12
 JOB_MAX_AGE = 600  # seconds a finished job folder is kept (gradio has copied the archive by then)
 LOAD_WAIT = 300  # seconds the page waits for the models before reporting "still loading"
@@ -344,6 +344,22 @@ def _gallery(archive: Path, rows: list[dict[str, Any]]) -> list[tuple[Image.Imag
 # ---------------------------------------------------------------- the page
 
 
+class PhotoInput(gr.Image):
+    """A gr.Image that hands the uploaded file to the pipeline untouched (gradio has already checked the path).
+
+    gr.Image.preprocess opens every upload with Pillow and converts it to RGB: a file that is not a photo, or a
+    decompression bomb, fails inside gradio with its generic error instead of the pipeline's one-line message,
+    and RGBA / 16-bit photos get flattened by gradio (black background, clipped) before the pipeline sees them.
+    """
+
+    is_template = True  # drawn by gr.Image's frontend
+
+    def preprocess(self, payload):  # type: ignore[override]
+        if payload is not None and payload.path and self.type == "filepath":
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
 def threshold_controls(settings: pipeline.Settings, open_: bool) -> list[gr.components.Component]:
     """Sliders starting at the app's thresholds (Settings defaults, or the model profile's)."""
     with gr.Accordion("Thresholds", open=open_):
@@ -370,7 +386,7 @@ def build_demo(settings: pipeline.Settings | None = None, examples: list[str] | 
             with gr.Tab("Photo", id="photo"):
                 with gr.Row():
                     with gr.Column():
-                        photo = gr.Image(
+                        photo = PhotoInput(
                             type="filepath",
                             sources=["upload", "webcam", "clipboard"],
                             label="Photo",

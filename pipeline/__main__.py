@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     problems = [r for r in writer.rows if r["status"] in {"error", "refused"}]
     for row in problems:
         print(f"error: {row['file']}: {row['message']}", file=sys.stderr)
-    single_bad_photo = len(args.inputs) == 1 and args.inputs[0].is_file() and writer.rows[0]["status"] != "ok"
+    given = args.inputs[0]
+    one_photo = len(args.inputs) == 1 and given.is_file() and given.suffix.lower() != ".zip"
+    single_bad_photo = one_photo and writer.rows[0]["status"] != "ok"
     if single_bad_photo and not problems:  # one non-photo file given directly
         print(f"error: {writer.rows[0]['file']}: {writer.rows[0]['message']}", file=sys.stderr)
     return 1 if problems or single_bad_photo else 0

@@ -37,7 +37,7 @@ REPORT_COLUMNS = (
     "file", "annotated_file", "status", "message", "is_car", "car_score", "is_damaged", "damage_score",
     "damage_count", "damage_classes", "damage_area_pct", "width", "height",
 )  # fmt: skip
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".jfif", ".heic", ".heif"}
 ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar", ".zst", ".cbz", ".jar", ".apk"}
 _ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ")
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
@@ -294,32 +294,34 @@ def process_entries(
     settings: Settings,
     progress: Progress | None = None,
 ) -> None:
-    """Decode, analyse in batches, and hand every entry to the writer; one bad photo never stops the rest."""
-    batch: list[tuple[str, Image.Image]] = []
+    """Decode, analyse in batches, and hand every entry to the writer, in the input's order.
+
+    One bad photo never stops the rest. Entries that are not photos wait in the batch with the photos,
+    so report rows keep the zip's order.
+    """
+    pending: list[tuple[str, Image.Image | Entry]] = []
     done = 0
 
     def flush() -> None:
         nonlocal done
-        for name, analysis_or_error in _analyze_isolated(batch, settings):
-            if isinstance(analysis_or_error, Analysis):
-                writer.add_analysis(name, analysis_or_error)
+        photos = [(name, item) for name, item in pending if isinstance(item, Image.Image)]
+        analysed = iter(_analyze_isolated(photos, settings))  # in the order of `photos`
+        for name, item in pending:
+            outcome = next(analysed)[1] if isinstance(item, Image.Image) else item
+            if isinstance(outcome, Analysis):
+                writer.add_analysis(name, outcome)
+            elif isinstance(outcome, Entry):
+                writer.add_failure(outcome)
             else:
-                writer.add_failure(Entry(name, status="error", message=analysis_or_error))
+                writer.add_failure(Entry(name, status="error", message=outcome))
             done += 1
             if progress:
                 progress(done, total, name)
-        batch.clear()
+        pending.clear()
 
     for entry in entries:
-        photo = _decode_entry(entry, settings) if entry.status == "ok" else entry
-        if isinstance(photo, Entry):
-            writer.add_failure(photo)
-            done += 1
-            if progress:
-                progress(done, total, entry.name)
-            continue
-        batch.append((entry.name, photo))
-        if len(batch) >= settings.batch_size:
+        pending.append((entry.name, _decode_entry(entry, settings) if entry.status == "ok" else entry))
+        if sum(isinstance(item, Image.Image) for _, item in pending) >= settings.batch_size:
             flush()
     flush()
 

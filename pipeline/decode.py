@@ -40,7 +40,7 @@ def load_image(source: ImageSource, max_pixels: int = Image.MAX_IMAGE_PIXELS or 
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
         return to_rgb(ImageOps.exif_transpose(source))
-    name = str(source) if isinstance(source, (str, Path)) else "upload"
+    name = Path(source).name if isinstance(source, (str, Path)) else "upload"  # never the server's folders
     try:
         stream = io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")  # noqa: SIM115
     except OSError as exc:

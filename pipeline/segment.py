@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +41,10 @@ class Segmenter:
         try:
             from ultralytics import YOLO
 
-            model = YOLO(str(path), task="segment")
-            if model.task == "segment" and self.backend == "openvino" and path.suffix == ".pt":
-                model = YOLO(str(_openvino_copy(model, path)), task="segment")
+            with _quiet_ultralytics():
+                model = YOLO(str(path), task="segment")
+                if model.task == "segment" and self.backend == "openvino" and path.suffix == ".pt":
+                    model = YOLO(str(_openvino_copy(model, path)), task="segment")
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         if model.task != "segment":
@@ -55,7 +59,7 @@ class Segmenter:
         image_size: int = 640,
         max_det: int = 50,
     ) -> list[tuple[Detection, ...]]:
-        """Damage instances per image; masks come back at each image's own size (retina masks).
+        """Damage instances per image; masks come back at each image's own size.
 
         One photo per call: Ultralytics letterboxes a mixed-size batch differently from a single
         photo, and a batch must give exactly the answers of its photos one by one.
@@ -63,14 +67,14 @@ class Segmenter:
         model = self.model
         found = []
         for image in images:
-            with self._predict_lock:
+            with self._predict_lock, _quiet_ultralytics():
                 (result,) = model.predict(
                     image,
                     conf=conf,
                     iou=iou,
                     imgsz=image_size,
                     max_det=max_det,
-                    retina_masks=True,  # masks at the original resolution, letterbox undone
+                    retina_masks=False,  # masks at the letterbox size; _to_detections scales them one by one
                     verbose=False,
                 )
             found.append(_to_detections(result))
@@ -108,19 +112,42 @@ def _openvino_copy(model, weights: Path) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     staged = cache / weights.name
     shutil.copyfile(weights, staged)
-    result = Path(model.__class__(str(staged), task="segment").export(format="openvino", dynamic=True, verbose=False))
+    with _quiet_ultralytics(redirect_prints=True):  # one-off, before any request is served
+        result = Path(model.__class__(str(staged), task="segment").export(format="openvino", dynamic=True))
     staged.unlink(missing_ok=True)
     return result
+
+
+@contextlib.contextmanager
+def _quiet_ultralytics(redirect_prints: bool = False) -> Iterator[None]:
+    """Ultralytics logs to stdout (export, backend set-up), which the CLI's --json owns: warnings only."""
+    from ultralytics.utils import LOGGER
+
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr) if redirect_prints else contextlib.nullcontext():
+            yield
+    finally:
+        LOGGER.setLevel(level)
+
+
+def _full_size_mask(mask, shape: tuple[int, int]) -> np.ndarray:
+    """One letterboxed mask -> a boolean mask at the photo's size (padding cropped, then resized).
+
+    One at a time: ultralytics' retina masks upsample every instance at once in float32, which for a
+    60 MP photo costs ~240 MB per instance; here the peak is one float mask, the result 1 byte/pixel.
+    """
+    from ultralytics.utils.ops import scale_masks
+
+    return (scale_masks(mask[None, None].float(), shape)[0, 0] > 0.5).cpu().numpy()
 
 
 def _to_detections(result) -> tuple[Detection, ...]:
     """ultralytics Results -> our records: the only place that knows its layout."""
     if result.masks is None or result.boxes is None or len(result.boxes) == 0:
         return ()
-    height, width = result.orig_shape
-    masks = result.masks.data.cpu().numpy() > 0.5
-    if masks.shape[1:] != (height, width):  # defensive: never hand out masks at another size
-        masks = np.stack([np.asarray(Image.fromarray(m).resize((width, height), Image.NEAREST)) for m in masks])
+    masks = [_full_size_mask(m, result.orig_shape) for m in result.masks.data]
     boxes = result.boxes.xyxy.cpu().numpy()
     scores = result.boxes.conf.cpu().numpy()
     classes = result.boxes.cls.cpu().numpy().astype(int)

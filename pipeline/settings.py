@@ -112,6 +112,7 @@ _THRESHOLD_KEYS = {
     "mask": "mask_threshold",
     "iou": "iou_threshold",
 }
+_RUNTIME_KEYS = {"precision": str, "seg_backend": str, "seg_image_size": int, "batch_size": int, "always_segment": bool}
 
 
 def load_profile(path: str | Path) -> Settings:
@@ -130,6 +131,9 @@ def load_profile(path: str | Path) -> Settings:
     car = 0.5
     damage = 0.5
     mask = 0.25
+    [runtime]                            # optional
+    precision = "auto"                   # or "bf16", "fp32"
+    seg_backend = "auto"                 # or "torch", "openvino"
     ```
     """
     path = Path(path)
@@ -155,4 +159,7 @@ def load_profile(path: str | Path) -> Settings:
     for key, field_name in _THRESHOLD_KEYS.items():
         if key in data.get("thresholds", {}):
             changes[field_name] = float(data["thresholds"][key])
+    for key, kind in _RUNTIME_KEYS.items():
+        if key in data.get("runtime", {}):
+            changes[key] = kind(data["runtime"][key])
     return replace(Settings(), **changes)

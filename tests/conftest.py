@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-"))
+os.environ.setdefault("CAR_DAMAGE_CACHE", tempfile.mkdtemp(prefix="car-damage-cache-"))  # OpenVINO exports
 for _var in ("CAR_MODEL", "DAMAGE_MODEL", "SEG_MODEL", "MODELS_PROFILE"):
     os.environ.pop(_var, None)
 

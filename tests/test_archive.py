@@ -36,6 +36,7 @@ def test_200_photos_with_5_bad_members(settings_factory, tmp_path):
     )
     rows = _report(result)
     assert len(rows) == 200
+    assert [r["file"] for r in rows] == zipfile.ZipFile(source).namelist()  # the zip's order
     assert sum(r["status"] == "ok" for r in rows) == 195
     bad = [r for r in rows if r["status"] != "ok"]
     assert len(bad) == 5 and all(r["message"] for r in bad)

@@ -239,10 +239,12 @@ def test_env_vars_override_profile(tmp_path, monkeypatch, car_binary, damage_no,
     profile.write_text(
         f'[car]\nmodel = "{car_binary}"\n[damage]\nmodel = "{damage_no}"\n'
         f'[segmenter]\nmodel = "{seg_model}"\n[thresholds]\ncar = 0.3\nmask = 0.4\n'
+        '[runtime]\nprecision = "fp32"\nseg_backend = "torch"\n'
     )
     settings = Settings.from_env(profile)
     assert settings.car_model.id == str(car_binary) and settings.seg_model.id == str(seg_model)
     assert (settings.car_threshold, settings.mask_threshold) == (0.3, 0.4)
+    assert (settings.precision, settings.seg_backend) == ("fp32", "torch")
     monkeypatch.setenv("DAMAGE_MODEL", "someone/damage@main")
     monkeypatch.setenv("MODELS_PROFILE", str(profile))
     settings = Settings.from_env()
