@@ -8,7 +8,7 @@ from PIL import Image
 
 from .classify import ImageClassifier, label_ids
 from .errors import UnsupportedLabelsError
-from .models import inference_dtype, load_error, load_once, resolve_folder
+from .models import load_error, load_once, resolve_folder
 from .results import Check
 from .settings import ModelRef
 
@@ -58,7 +58,7 @@ class CarCheck:
     def _load(self) -> ImageClassifier:
         folder = resolve_folder(self.role, self.ref)
         try:
-            classifier = ImageClassifier.from_folder(folder, inference_dtype(self.precision))
+            classifier = ImageClassifier.from_folder(folder, self.precision)
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         if not car_label_ids(classifier.id2label):

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .models import for_inference
+
 
 @dataclass(frozen=True, eq=False)
 class ImageClassifier:
@@ -23,12 +25,13 @@ class ImageClassifier:
     dtype: torch.dtype
 
     @classmethod
-    def from_folder(cls, folder: Path, dtype: torch.dtype) -> ImageClassifier:
+    def from_folder(cls, folder: Path, precision: str) -> ImageClassifier:
         from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-        model = AutoModelForImageClassification.from_pretrained(folder, dtype=dtype).eval()
-        processor = AutoImageProcessor.from_pretrained(folder)
+        model = AutoModelForImageClassification.from_pretrained(folder)
         id2label = {int(i): str(label) for i, label in model.config.id2label.items()}
+        model, dtype = for_inference(model, precision)
+        processor = AutoImageProcessor.from_pretrained(folder)
         return cls(model, processor, id2label, dtype)
 
     @torch.inference_mode()

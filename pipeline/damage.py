@@ -12,7 +12,7 @@ from PIL import Image
 
 from .classify import ImageClassifier, label_ids
 from .errors import UnsupportedLabelsError
-from .models import inference_dtype, load_error, load_once, resolve_folder
+from .models import for_inference, load_error, load_once, resolve_folder
 from .results import Check
 from .settings import ModelRef
 
@@ -73,14 +73,15 @@ class ZeroShotClassifier:
     dtype: torch.dtype
 
     @classmethod
-    def from_folder(cls, folder: Path, dtype: torch.dtype) -> ZeroShotClassifier:
+    def from_folder(cls, folder: Path, precision: str) -> ZeroShotClassifier:
         from transformers import AutoModel, AutoProcessor
 
-        model = AutoModel.from_pretrained(folder, dtype=dtype).eval()
+        model = AutoModel.from_pretrained(folder).eval()
         processor = AutoProcessor.from_pretrained(folder)
-        with torch.inference_mode():
+        with torch.inference_mode():  # the text side runs once, in fp32, before the model is made fast
             embeddings = [_text_class_embedding(model, processor, p) for p in (WHOLE_PROMPTS, DAMAGED_PROMPTS)]
         scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
+        model, dtype = for_inference(model, precision)
         return cls(model, processor, torch.stack(embeddings), scale, dtype)
 
     @torch.inference_mode()
@@ -125,11 +126,10 @@ class DamageCheck:
 
     def _load(self) -> tuple[ImageClassifier | ZeroShotClassifier, list[int], list[int]]:
         folder = resolve_folder(self.role, self.ref)
-        dtype = inference_dtype(self.precision)
         try:
             if _is_zero_shot(folder):
-                return ZeroShotClassifier.from_folder(folder, dtype), [1], [0]
-            classifier = ImageClassifier.from_folder(folder, dtype)
+                return ZeroShotClassifier.from_folder(folder, self.precision), [1], [0]
+            classifier = ImageClassifier.from_folder(folder, self.precision)
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         damaged, whole = damage_label_ids(classifier.id2label)

@@ -7,6 +7,7 @@ loads; later calls, from any thread, get the same object.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -108,18 +109,41 @@ def _hub_cause(exc: BaseException) -> str:
     return f"{name}: {exc}"
 
 
-def inference_dtype(precision: str) -> torch.dtype:
-    """bf16 where the CPU computes it natively (AVX512-BF16/AMX: ~3x faster for ViTs), else fp32."""
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
+PRECISIONS = ("auto", "fp32", "bf16", "int8")
+
+
+def _cpu_supports(feature: str) -> bool:
+    return bool(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)())
+
+
+def resolve_precision(precision: str) -> str:
+    """What 'auto' means on this machine, measured on 2-core x86 CPUs (see README, Performance):
+
+    - AMX (bf16 matrix tiles): bf16.
+    - VNNI without AMX: int8 dynamic quantisation of the classifiers' linear layers (2.2x for ViT-B/16);
+      bf16 there is emulated and *slower* than fp32 (1.7x slower, torch and OpenVINO alike).
+    - otherwise: fp32.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
-    if torch.cuda.is_available():
-        return torch.float16
-    supported = (
-        getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-        or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    )
-    return torch.bfloat16 if supported else torch.float32
+        return precision
+    if _cpu_supports("amx_tile"):
+        return "bf16"
+    if _cpu_supports("vnni"):
+        return "int8"
+    return "fp32"
+
+
+def for_inference(model: torch.nn.Module, precision: str) -> tuple[torch.nn.Module, torch.dtype]:
+    """The model in the resolved precision, and the dtype its inputs must have."""
+    resolved = resolve_precision(precision)
+    model = model.eval()
+    if resolved == "bf16":
+        return model.to(torch.bfloat16), torch.bfloat16
+    if resolved == "int8":
+        with warnings.catch_warnings():  # torch announces a move of these kernels to torchao; they work
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return quantized, torch.float32
+    return model, torch.float32

@@ -344,16 +344,21 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum()) / max(1.0, float(np.logical_or(a, b).sum()))
 
 
-def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, monkeypatch):
-    """bf16 classifiers and the OpenVINO segmenter: same verdicts, mask IoU >= 0.9 for matched instances."""
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, monkeypatch, precision):
+    """int8/bf16 classifiers and the OpenVINO segmenter: same verdicts, mask IoU >= 0.9 for matched instances."""
     pytest.importorskip("openvino", reason="OpenVINO is the fast segmenter backend")
+    from pipeline.models import clear_cache
+
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()  # load (and export) afresh into this test's cache folder
     photos = [tiny_models.photo(160, 120, seed=s) for s in range(3)] + [tiny_models.photo(90, 200, seed=9)]
     exact = analyze_batch(photos, settings_factory(car=car_imagenet_random, car_threshold=0.0))
     fast = analyze_batch(
-        photos, settings_factory(car=car_imagenet_random, car_threshold=0.0, precision="bf16", seg_backend="openvino")
+        photos,
+        settings_factory(car=car_imagenet_random, car_threshold=0.0, precision=precision, seg_backend="openvino"),
     )
-    assert list((tmp_path / "cache" / "openvino").glob("*/*_openvino_model/*.xml"))  # exported once, cached
+    assert list((tmp_path / "cache" / "openvino").glob("*/*_openvino_model/*.xml"))  # exported, cached
     for a, b in zip(exact, fast):
         assert a.car.score == pytest.approx(b.car.score, abs=0.02)
         assert a.damage.score == pytest.approx(b.damage.score, abs=0.02)
@@ -362,3 +367,23 @@ def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, 
         for det in a.detections[:3]:
             best = max(_mask_iou(det.mask, other.mask) for other in b.detections)
             assert best >= 0.9
+
+
+def test_auto_precision_follows_the_cpu(monkeypatch):
+    import torch
+
+    from pipeline import models
+
+    features = {"amx_tile": False, "vnni": True}
+    monkeypatch.setattr(models, "_cpu_supports", lambda name: features[name])
+    assert models.resolve_precision("auto") == "int8"  # bf16 without AMX is emulated: slower than fp32
+    features["amx_tile"] = True
+    assert models.resolve_precision("auto") == "bf16"
+    features.update(amx_tile=False, vnni=False)
+    assert models.resolve_precision("auto") == "fp32"
+    assert models.resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        models.resolve_precision("fp8")
+    linear = torch.nn.Sequential(torch.nn.Linear(4, 2))
+    quantized, dtype = models.for_inference(linear, "int8")
+    assert dtype == torch.float32 and "quantized" in type(quantized[0]).__module__
