@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline import ModelRef, Settings
 from pipeline.settings import DEFAULT_CAR_MODEL, DEFAULT_DAMAGE_MODEL, DEFAULT_SEG_MODEL
+from tests import tiny_models  # the same random-model builders as the tests, at full size
 
 CARDD_CLASSES = ["dent", "scratch", "crack", "glass shatter", "lamp broken", "tire flat"]
 SHARED_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "models" / "imagenet-efficientnet-lite0"
@@ -77,48 +78,14 @@ def _vit_b16(model_dir: Path) -> Path:
 
 def _clip_b32(model_dir: Path) -> Path:
     folder = model_dir / "clip-vit-b32"
-    if (folder / "config.json").is_file():
-        return folder
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
-
-    torch.manual_seed(0)
-    chars = _byte_alphabet()
-    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
-    vocab["<|startoftext|>"], vocab["<|endoftext|>"] = 512, 513
-    CLIPModel(CLIPConfig()).eval().save_pretrained(folder)
-    processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(), tokenizer=CLIPTokenizer(vocab=vocab, merges=[])
-    )  # the real CLIP BPE vocabulary is not available offline; text runs once at load anyway
-    processor.save_pretrained(folder)
+    if not (folder / "config.json").is_file():
+        tiny_models.clip_model(folder, full_size=True)  # text runs once at load: its vocabulary doesn't matter
     return folder
 
 
-def _byte_alphabet() -> list[str]:
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in printable]
-    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
-
-
 def _yolov8s_seg(model_dir: Path) -> Path:
-    weights = model_dir / "yolov8s-seg-cardd-random.pt"
+    weights = model_dir / "yolov8s-seg" / "random-yolov8s-seg.pt"
     if weights.is_file():
         return weights
-    import torch
-    import ultralytics
-    import yaml
-    from ultralytics import YOLO
-
-    cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-seg.yaml").read_text())
-    cfg["nc"] = len(CARDD_CLASSES)
-    config_path = model_dir / "yolov8s-seg.yaml"  # the 's' in the name picks the small scale
-    config_path.write_text(yaml.safe_dump(cfg))
-    torch.manual_seed(0)
-    model = YOLO(str(config_path), task="segment")
-    model.model.names = dict(enumerate(CARDD_CLASSES))
-    with torch.no_grad():  # a few confident 'dent' candidates, so the mask stage does real work
-        for branch in model.model.model[-1].cv3:
-            branch[-1].bias.fill_(-8.0)
-            branch[-1].bias[0] = 1.0
-    model.save(str(weights))
-    return weights
+    # bias 1.0: plenty of confident 'dent' candidates, so the mask stage does real work (max_detections caps them)
+    return tiny_models.yolo_seg(weights.parent, CARDD_CLASSES, scale="s", first_class_bias=1.0)

@@ -92,6 +92,18 @@ def settings_factory(car_imagenet_yes: Path, damage_yes: Path, seg_model: Path):
 
 
 @pytest.fixture(scope="session")
+def profile(
+    tmp_path_factory: pytest.TempPathFactory, car_imagenet_yes: Path, damage_yes: Path, seg_model: Path
+) -> Path:
+    """A model profile (TOML) naming the tiny car, damage and segmenter models, for the CLI and the app."""
+    path = tmp_path_factory.mktemp("profile") / "tiny.toml"
+    path.write_text(
+        f'[car]\nmodel = "{car_imagenet_yes}"\n[damage]\nmodel = "{damage_yes}"\n[segmenter]\nmodel = "{seg_model}"\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real photos and models need ../shared beside the checkout ({SHARED} not found)")

@@ -17,15 +17,6 @@ from tests import tiny_models, zips
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory, car_imagenet_yes, damage_yes, seg_model) -> Path:
-    path = tmp_path_factory.mktemp("profile") / "tiny.toml"
-    path.write_text(
-        f'[car]\nmodel = "{car_imagenet_yes}"\n[damage]\nmodel = "{damage_yes}"\n[segmenter]\nmodel = "{seg_model}"\n'
-    )
-    return path
-
-
 def _photo(path: Path, size=(96, 64)) -> Path:
     tiny_models.photo(*size).save(path)
     return path

@@ -112,15 +112,6 @@ def test_pipeline(case: Case, settings_factory, tmp_path):
 # ---------------------------------------------------------------- 2. the command line
 
 
-@pytest.fixture(scope="module")
-def profile(tmp_path_factory, car_imagenet_yes, damage_yes, seg_model) -> Path:
-    path = tmp_path_factory.mktemp("hostile-profile") / "tiny.toml"
-    path.write_text(
-        f'[car]\nmodel = "{car_imagenet_yes}"\n[damage]\nmodel = "{damage_yes}"\n[segmenter]\nmodel = "{seg_model}"\n'
-    )
-    return path
-
-
 @pytest.mark.parametrize("case", _cases("cli"))
 def test_cli(case: Case, profile, tmp_path, capsys):
     out = tmp_path / "out"

@@ -49,8 +49,9 @@ def vit_classifier(folder: Path, labels: list[str], favour: str | None, seed: in
     return folder
 
 
-def clip_model(folder: Path) -> Path:
-    """A tiny CLIP with a byte-level tokenizer, for the zero-shot damage path."""
+def clip_model(folder: Path, full_size: bool = False) -> Path:
+    """A CLIP with a byte-level tokenizer (the real BPE vocabulary is not available offline): tiny for the
+    zero-shot tests, or ``full_size`` (ViT-B/32 shapes) for timing in the benchmark."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -59,15 +60,18 @@ def clip_model(folder: Path) -> Path:
     vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": 256 + i for i, c in enumerate(chars)}
     vocab["<|startoftext|>"], vocab["<|endoftext|>"] = 512, 513
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
-    config = CLIPConfig(
-        text_config=dict(
-            tiny, vocab_size=514, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513
-        ),
-        vision_config=dict(tiny, image_size=32, patch_size=8),
-        projection_dim=16,
-    )
+    if full_size:
+        config, image_processor = CLIPConfig(), CLIPImageProcessor()
+    else:
+        image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+        tiny = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+        config = CLIPConfig(
+            text_config=dict(
+                tiny, vocab_size=514, max_position_embeddings=77, bos_token_id=512, eos_token_id=513, pad_token_id=513
+            ),
+            vision_config=dict(tiny, image_size=32, patch_size=8),
+            projection_dim=16,
+        )
     CLIPModel(config).eval().save_pretrained(folder)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
@@ -79,8 +83,9 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
 
 
-def yolo_seg(folder: Path, names: list[str]) -> Path:
-    """yolov8n-seg with len(names) classes, biased so the first class is found with high confidence."""
+def yolo_seg(folder: Path, names: list[str], scale: str = "n", first_class_bias: float = 6.0) -> Path:
+    """YOLOv8-seg (nano by default) with len(names) classes; the first class's logit bias makes it find
+    that class with high confidence (a random-init model otherwise finds nothing)."""
     import torch
     import ultralytics
     import yaml
@@ -89,7 +94,7 @@ def yolo_seg(folder: Path, names: list[str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-seg.yaml").read_text())
     cfg["nc"] = len(names)
-    config_path = folder / "yolov8n-seg.yaml"  # the 'n' in the name picks the nano scale
+    config_path = folder / f"yolov8{scale}-seg.yaml"  # the letter in the name picks the scale
     config_path.write_text(yaml.safe_dump(cfg))
     torch.manual_seed(0)
     model = YOLO(str(config_path), task="segment")
@@ -97,8 +102,8 @@ def yolo_seg(folder: Path, names: list[str]) -> Path:
     with torch.no_grad():
         for branch in model.model.model[-1].cv3:  # class logits of each scale
             branch[-1].bias.fill_(-8.0)
-            branch[-1].bias[0] = 6.0
-    weights = folder / "tiny-seg.pt"
+            branch[-1].bias[0] = first_class_bias
+    weights = folder / f"random-yolov8{scale}-seg.pt"
     model.save(str(weights))
     return weights
 
