@@ -84,9 +84,9 @@ class Segmenter:
 
 
 def _choose_backend(backend: str, precision: str) -> str:
-    """'openvino' or 'torch'. OpenVINO runs YOLOv8s-seg 4.6x faster than eager PyTorch on a 2-core x86
-    CPU at the same fp32 precision (68 vs 310 ms at 640x480, one thread), so 'auto' picks it when it is
-    installed, there is no GPU, and exact fp32 PyTorch was not asked for.
+    """'openvino' or 'torch'. OpenVINO runs YOLOv8s-seg 2.4x faster than PyTorch on a 2-core x86 CPU
+    at the same fp32 precision (103 vs 246 ms at 640x480), so 'auto' picks it when it is installed,
+    there is no GPU, and exact fp32 PyTorch was not asked for.
     """
     if backend not in {"auto", "torch", "openvino"}:
         raise ValueError(f"seg_backend must be auto, torch or openvino, not {backend!r}")
