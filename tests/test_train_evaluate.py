@@ -1,0 +1,91 @@
+"""train.evaluate: perfect predictions give 1.0; a hand-made case gives the hand-computed numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import tiny_models
+from train import evaluate
+
+
+def test_perfect_predictions_score_one() -> None:
+    metrics = evaluate.binary_metrics([0, 0, 1, 1, 1], [0.1, 0.2, 0.8, 0.9, 0.7])
+    for key in ("accuracy", "balanced_accuracy", "f1", "roc_auc"):
+        assert metrics[key] == 1.0
+    assert metrics["confusion_matrix"] == [[2, 0], [0, 3]]
+
+
+def test_hand_made_case() -> None:
+    # predictions at 0.5: [1, 1, 0, 0, 0]; TPR 2/3, TNR 1; precision 1, recall 2/3.
+    metrics = evaluate.binary_metrics([1, 1, 1, 0, 0], [0.9, 0.6, 0.3, 0.4, 0.1], threshold=0.5)
+    assert metrics["accuracy"] == pytest.approx(0.8)
+    assert metrics["balanced_accuracy"] == pytest.approx((2 / 3 + 1) / 2)
+    assert metrics["f1"] == pytest.approx(0.8)
+    assert metrics["roc_auc"] == pytest.approx(5 / 6)  # 5 of the 6 (positive, negative) pairs are ordered
+    assert metrics["confusion_matrix"] == [[2, 0], [1, 2]]
+    at_025 = next(r for r in metrics["threshold_sweep"] if r["threshold"] == 0.25)
+    assert at_025["tpr"] == 1.0 and at_025["tnr"] == 0.5
+    assert evaluate.best_threshold(metrics) == 0.5  # 0.45 to 0.6 all give 0.833: the one nearest 0.5 wins
+
+
+def test_probability_matrix_and_multiclass() -> None:
+    binary = evaluate.classification_metrics([0, 1], np.array([[0.9, 0.1], [0.2, 0.8]]))
+    assert binary["balanced_accuracy"] == 1.0
+    multi = evaluate.classification_metrics([0, 1, 2, 2], np.eye(3)[[0, 1, 2, 0]])
+    assert multi["accuracy"] == 0.75
+    assert multi["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_verdict_metrics() -> None:
+    truth = ["not_car", "not_car", "whole", "whole", "damaged", "damaged"]
+    predicted = ["not_car", "whole", "whole", "damaged", "damaged", "damaged"]
+    metrics = evaluate.verdict_metrics(truth, predicted)
+    assert metrics["car_check"]["balanced_accuracy"] == pytest.approx(0.75)  # not_car 1/2, car 4/4
+    assert metrics["damage_check_on_cars"]["balanced_accuracy"] == pytest.approx(0.75)  # whole 1/2, damaged 2/2
+    assert metrics["verdict_accuracy"] == pytest.approx(4 / 6)
+
+
+def test_classifier_on_a_folder_with_report(tmp_path: Path) -> None:
+    model = tiny_models.vit_classifier(tmp_path / "model", ["whole", "damaged"], favour="damaged")
+    for i in range(3):
+        folder = tmp_path / "data" / "damaged"
+        folder.mkdir(parents=True, exist_ok=True)
+        tiny_models.photo(48, 40, seed=i).save(folder / f"src__{i}.jpg")
+    metrics = evaluate.evaluate_classifier(model, tmp_path / "data", role="damage")
+    assert metrics["n"] == 3 and metrics["accuracy"] == 1.0 and metrics["balanced_accuracy"] == 1.0
+    assert metrics["per_source"] == {"src/positive": {"n": 3, "accuracy": 1.0}}
+    json_path, card = evaluate.write_report(metrics, tmp_path / "report", "tiny")
+    assert json_path.exists() and "balanced_accuracy" in card.read_text()
+
+
+def test_imagenet_style_car_check(tmp_path: Path) -> None:
+    model = tiny_models.vit_classifier(tmp_path / "m", tiny_models.IMAGENET_STYLE_LABELS, favour="sports car")
+    for label in ("car", "not_car"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        tiny_models.photo(40, 40, seed=3).save(tmp_path / "d" / label / "x.jpg")
+    metrics = evaluate.evaluate_classifier(model, tmp_path / "d", role="car")
+    assert metrics["confusion_matrix"] == [[0, 1], [0, 1]]  # everything is a car to this model
+    assert metrics["balanced_accuracy"] == 0.5
+
+
+def test_source_balanced_accuracy() -> None:
+    """Each (source, class) group weighs the same: a small unseen source counts as much as a big seen one."""
+    paths = [Path(n) for n in ("a__1.jpg", "a__2.jpg", "b__1.jpg", "c__1.jpg", "c__2.jpg", "c__3.jpg")]
+    y_true, scores = [1, 1, 0, 0, 0, 0], [0.9, 0.1, 0.9, 0.1, 0.1, 0.1]
+    assert evaluate.binary_metrics(y_true, scores)["balanced_accuracy"] == pytest.approx((0.5 + 0.75) / 2)
+    # positives: a 1/2; negatives: b 0/1 and c 3/3 -> (0.5 + (0 + 1) / 2) / 2
+    assert evaluate.source_balanced_accuracy(paths, y_true, scores, 0.5) == pytest.approx(0.5)
+
+
+def test_classifier_plus_segmenter_combinations(tmp_path: Path) -> None:
+    classifier = tiny_models.vit_classifier(tmp_path / "cls", ["whole", "damaged"], favour="damaged")
+    segmenter = tiny_models.yolo_seg(tmp_path / "seg", ["damage"])
+    for label in ("whole", "damaged"):
+        (tmp_path / "d" / label).mkdir(parents=True)
+        tiny_models.photo(64, 64, seed=len(label)).save(tmp_path / "d" / label / "x.jpg")
+    metrics = evaluate.combined_damage_metrics(classifier, segmenter, tmp_path / "d", imgsz=64)
+    assert set(metrics) >= {"classifier_only", "segmenter_max_conf", "mean", "noisy_or", "max"}
+    assert metrics["classifier_only"]["balanced_accuracy"] == 0.5  # says damaged to both photos

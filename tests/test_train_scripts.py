@@ -1,0 +1,178 @@
+"""Smoke tests: each training script runs a few steps on tiny data built here; the profile writer round-trips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import tiny_models
+
+
+def _image_folders(root: Path, per_label: int = 4) -> Path:
+    for label_index, label in enumerate(("whole", "damaged")):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for i in range(per_label):
+            tiny_models.photo(48, 40, seed=100 * label_index + i).save(folder / f"{i}.jpg")
+    return root
+
+
+def test_train_classifier_few_steps(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    from train.train_classifier import main
+
+    base = tiny_models.vit_classifier(tmp_path / "base", ["a", "b", "c"], favour=None)
+    data = _image_folders(tmp_path / "data")
+    out = tmp_path / "out"
+    main(
+        [
+            "--model_name_or_path", str(base), "--train_dir", str(data), "--val_fraction", "0.25",
+            "--labels", "whole", "damaged", "--output_dir", str(out), "--max_steps", "2",
+            "--per_device_train_batch_size", "4", "--eval_strategy", "steps", "--eval_steps", "1",
+            "--save_strategy", "steps", "--save_steps", "1", "--dataloader_num_workers", "0",
+            "--max_minutes", "5", "--freeze_fraction", "0.5",
+        ]
+    )  # fmt: skip
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == {0: "whole", 1: "damaged"}  # the pipeline's damage label convention
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["labels"] == ["whole", "damaged"] and summary["eval_images"] >= 1
+    assert "eval_balanced_accuracy" in summary["eval"]
+
+
+def test_augmentation_keeps_the_model_geometry(tmp_path: Path) -> None:
+    from transformers import AutoImageProcessor
+
+    from train.train_classifier import eval_transform, train_transform
+
+    base = tiny_models.vit_classifier(tmp_path / "base", ["whole", "damaged"], favour=None)
+    processor = AutoImageProcessor.from_pretrained(base)
+    image = tiny_models.photo(300, 200, seed=1)
+    for transform in (
+        train_transform(processor, "strong"),
+        train_transform(processor, "light"),
+        eval_transform(processor),
+    ):
+        assert tuple(transform(image).shape) == (3, 32, 32)
+
+
+def test_class_weights_balance() -> None:
+    from train.train_classifier import class_weights
+
+    weights = class_weights([0, 0, 0, 1], 2).numpy()
+    assert weights[1] == pytest.approx(3 * weights[0])
+    np.testing.assert_allclose((weights * [3, 1]).sum(), 4.0)  # the loss keeps its scale
+
+
+def _yolo_dataset(root: Path) -> Path:
+    from train.prepare import Sample, build_yolo_dataset
+
+    samples = []
+    for i in range(4):
+        path = root / "src" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tiny_models.photo(64, 64, seed=i).save(path)
+        polygon = np.array([[8, 8], [40, 10], [44, 40], [10, 36]], dtype=float) + i
+        samples.append(Sample(path, [("dent", polygon)]))
+    return build_yolo_dataset({"": samples}, root / "yolo", names=["dent", "scratch"], val_fraction=0.5)
+
+
+def test_train_segmenter_one_epoch(tmp_path: Path) -> None:
+    import ultralytics
+    import yaml
+
+    from train.evaluate import evaluate_segmenter
+    from train.train_segmenter import main
+
+    cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-seg.yaml").read_text())
+    cfg["nc"] = 2
+    base = tmp_path / "yolov8n-seg.yaml"  # the 'n' picks the nano scale; random init, no download
+    base.write_text(yaml.safe_dump(cfg))
+    data_yaml = _yolo_dataset(tmp_path)
+    out = tmp_path / "seg"
+    main(
+        [
+            "--data", str(data_yaml), "--model", str(base), "--output_dir", str(out), "--epochs", "1",
+            "--imgsz", "64", "--batch", "2", "--workers", "0", "--cache", "false",
+        ]
+    )  # fmt: skip
+    assert (out / "best.pt").exists()
+    metrics = evaluate_segmenter(out / "best.pt", data_yaml, imgsz=64)
+    for key in ("box_map50", "box_map50_95", "mask_map50", "mask_map50_95"):
+        assert 0.0 <= metrics[key] <= 1.0  # a random-init model finds nothing; the numbers must still exist
+
+
+def test_profile_round_trip(tmp_path: Path) -> None:
+    from pipeline.settings import load_profile
+    from train.build_profile import write_profile
+
+    car = tiny_models.vit_classifier(tmp_path / "shared" / "car", tiny_models.IMAGENET_STYLE_LABELS, favour=None)
+    out = tmp_path / "models" / "offline"
+    tiny_models.vit_classifier(out / "damage-classifier", ["whole", "damaged"], favour=None)
+    seg = tiny_models.yolo_seg(out / "segmenter-build", ["damage"])
+    (out / "segmenter").mkdir()
+    seg.rename(out / "segmenter" / "best.pt")
+    profile = write_profile(out, car, {"car": 0.1, "damage": 0.5, "mask": 0.25})
+    settings = load_profile(profile)
+    assert Path(settings.car_model.id) == car.resolve()
+    assert Path(settings.damage_model.id) == (out / "damage-classifier").resolve()
+    assert Path(settings.seg_model.id) == (out / "segmenter" / "best.pt").resolve()
+    assert (settings.car_threshold, settings.damage_threshold) == (0.1, 0.5)
+
+
+def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
+    """The build's folders: validation damaged photos come from sources the training never sees."""
+    from train.build_profile import prepare_damage_folders, prepare_segmenter_data
+    from train.common import list_images, source_of
+
+    counts = prepare_damage_folders(shared_dir, tmp_path)
+    assert counts["train"]["damaged"] > 1000 and counts["val"]["damaged"] > 50
+    train_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "train" / "damaged")}
+    val_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "val" / "damaged")}
+    assert not train_sources & val_sources
+    data_yaml = prepare_segmenter_data(shared_dir, tmp_path)
+    labels = list((data_yaml.parent / "val" / "labels").glob("*.txt"))
+    assert labels and all(line.startswith("0 ") for p in labels for line in p.read_text().splitlines())
+
+
+def _tiny_timm_wrapper(folder: Path) -> Path:
+    """A timm-wrapper classifier like the shared EfficientNet: ImageNet-style ``label_names`` in its config."""
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    labels = tiny_models.IMAGENET_STYLE_LABELS[:3]
+    config = TimmWrapperConfig(architecture="test_efficientnet", num_labels=3, id2label=dict(enumerate(labels)))
+    TimmWrapperForImageClassification(config).save_pretrained(folder)
+    data = json.loads((folder / "config.json").read_text())
+    data["pretrained_cfg"] = {
+        "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center",
+        "interpolation": "bilinear", "classifier": "classifier",
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_timm_wrapper_base_keeps_our_labels(tmp_path: Path) -> None:
+    """timm-wrapper configs save ``label_names``: the base's ImageNet names must not survive the fine-tune."""
+    from transformers import AutoConfig
+
+    from train.evaluate import positive_ids
+    from train.train_classifier import main
+
+    base = _tiny_timm_wrapper(tmp_path / "base")
+    data = _image_folders(tmp_path / "data", per_label=2)
+    out = tmp_path / "out"
+    main(
+        [
+            "--model_name_or_path", str(base), "--train_dir", str(data), "--validation_dir", str(data),
+            "--labels", "whole", "damaged", "--output_dir", str(out), "--max_steps", "1",
+            "--per_device_train_batch_size", "4", "--dataloader_num_workers", "0", "--eval_strategy", "no",
+            "--save_strategy", "no", "--load_best_model_at_end", "false",
+        ]
+    )  # fmt: skip
+    config = AutoConfig.from_pretrained(out)
+    assert config.id2label == {0: "whole", 1: "damaged"}
+    assert positive_ids(config.id2label, "damage") == [1]

@@ -1,0 +1,1 @@
+"""Training tools: prepare data, fine-tune the classifiers and the segmenter, evaluate, build a model profile."""
