@@ -252,7 +252,7 @@ def write_profile(out: Path, car_model: Path, thresholds: dict[str, float]) -> P
     """profile.toml with paths relative to itself (the car model: relative to the shared folder)."""
     car = os.path.relpath(car_model.resolve(), out.resolve())
     lines = [
-        "# Built by: python -m train.build_profile (see TRAINING.md). Paths are relative to this file.",
+        "# Built by: python -m train.build_profile (see README, Training). Paths are relative to this file.",
         "[car]",
         f'model = "{car}"',
         "",
