@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +11,7 @@ from PIL import Image
 
 from pipeline.__main__ import main
 from tests import tiny_models, zips
+from tests.run import cli_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,22 +86,5 @@ def test_bad_model_profile_is_one_line(tmp_path, capsys):
 
 def test_module_entry_point(profile, tmp_path):
     photo = _photo(tmp_path / "p.jpg")
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            str(photo),
-            "--out",
-            str(tmp_path / "o"),
-            "--models",
-            str(profile),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["results"][0]["is_car"] is True
+    data = cli_json(photo, "--out", tmp_path / "o", "--models", profile)
+    assert data["results"][0]["is_car"] is True

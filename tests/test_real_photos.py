@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pipeline import ModelRef, analyze_batch
+from tests.run import cli_json
 
 pytestmark = pytest.mark.shared
 
@@ -68,25 +67,5 @@ def test_cli_reports_a_real_car(imagenet_model, shared_dir, tmp_path, damage_no,
         f'[car]\nmodel = "{imagenet_model}"\n[damage]\nmodel = "{damage_no}"\n[segmenter]\nmodel = "{seg_model}"\n'
         "[thresholds]\ncar = 0.1\n"
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline",
-            str(photo),
-            "--out",
-            str(tmp_path / "o"),
-            "--models",
-            str(profile),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr
-    import json
-
-    result = json.loads(out.stdout)["results"][0]
+    result = cli_json(photo, "--out", tmp_path / "o", "--models", profile)["results"][0]
     assert result["is_car"] is True and float(result["car_score"]) > 0.5
