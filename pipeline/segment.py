@@ -86,7 +86,7 @@ class Segmenter:
 def _choose_backend(backend: str, precision: str) -> str:
     """'openvino' or 'torch'. OpenVINO runs YOLOv8s-seg 2.4x faster than PyTorch on a 2-core x86 CPU
     at the same fp32 precision (103 vs 246 ms at 640x480), so 'auto' picks it when it is installed,
-    there is no GPU, and exact fp32 PyTorch was not asked for.
+    there is no GPU, and precision="fp32" (the exact PyTorch reference) was not asked for.
     """
     if backend not in {"auto", "torch", "openvino"}:
         raise ValueError(f"seg_backend must be auto, torch or openvino, not {backend!r}")
@@ -94,7 +94,7 @@ def _choose_backend(backend: str, precision: str) -> str:
         return backend
     import torch
 
-    if resolve_precision(precision) == "fp32" or torch.cuda.is_available():
+    if precision == "fp32" or torch.cuda.is_available():
         return "torch"
     try:
         import openvino  # noqa: F401

@@ -82,7 +82,7 @@ class Settings:
     max_detections: int = 50
     max_pixels: int = 100_000_000  # decompression-bomb guard, per photo
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
-    seg_backend: str = "auto"  # "auto" (OpenVINO when installed and not fp32), "torch" or "openvino"
+    seg_backend: str = "auto"  # "auto" (OpenVINO when installed, unless precision="fp32"), "torch" or "openvino"
     batch_size: int = 8
 
     def with_overrides(self, **changes: object) -> Settings:
