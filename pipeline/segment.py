@@ -19,6 +19,8 @@ from .models import load_error, load_once, resolve_file, resolve_precision
 from .results import Detection
 from .settings import ModelRef
 
+logger = logging.getLogger(__name__)
+
 
 class Segmenter:
     role = "segmenter"
@@ -43,14 +45,12 @@ class Segmenter:
 
             with _quiet_ultralytics():
                 model = YOLO(str(path), task="segment")
-                if model.task == "segment" and self.backend == "openvino" and path.suffix == ".pt":
-                    exported = _openvino_copy(model, path)
-                    model = YOLO(str(exported), task="segment")
-                    _pin_openvino_precision(model, exported, resolve_precision(self.precision))
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         if model.task != "segment":
             raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
+        if self.backend == "openvino" and path.suffix == ".pt":
+            return _on_openvino(model, path, resolve_precision(self.precision))
         return model
 
     def detect(
@@ -101,6 +101,21 @@ def _choose_backend(backend: str, precision: str) -> str:
     except ImportError:
         return "torch"
     return "openvino"
+
+
+def _on_openvino(model, weights: Path, precision: str):
+    """The same model on OpenVINO; the PyTorch one, with a warning, if the export fails (odd layers)."""
+    from ultralytics import YOLO
+
+    try:
+        with _quiet_ultralytics():
+            exported = _openvino_copy(model, weights)
+            fast = YOLO(str(exported), task="segment")
+            _pin_openvino_precision(fast, exported, precision)
+    except Exception as exc:
+        logger.warning("OpenVINO export of %s failed (%s); using PyTorch", weights.name, exc)
+        return model
+    return fast
 
 
 def _openvino_copy(model, weights: Path) -> Path:

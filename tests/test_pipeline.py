@@ -387,3 +387,33 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     linear = torch.nn.Sequential(torch.nn.Linear(4, 2))
     quantized, dtype = models.for_inference(linear, "int8")
     assert dtype == torch.float32 and "quantized" in type(quantized[0]).__module__
+
+
+def test_onnx_segmenter(settings_factory, seg_model, tmp_path):
+    pytest.importorskip("onnx", reason="exporting the test segmenter to ONNX needs the onnx package")
+    import shutil
+
+    from ultralytics import YOLO
+
+    copy = tmp_path / seg_model.name
+    shutil.copyfile(seg_model, copy)
+    onnx_file = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, imgsz=320, verbose=False))
+    exact = analyze(tiny_models.photo(200, 120), settings_factory())
+    result = analyze(tiny_models.photo(200, 120), settings_factory(seg=onnx_file))
+    assert result.detections and all(d.mask.shape == (120, 200) for d in result.detections)
+    assert [d.label for d in result.detections] == [d.label for d in exact.detections]
+
+
+def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog):
+    from pipeline import segment
+    from pipeline.models import clear_cache
+
+    def broken(model, weights):
+        raise RuntimeError("unsupported layer")
+
+    monkeypatch.setattr(segment, "_openvino_copy", broken)
+    clear_cache()
+    result = analyze(tiny_models.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
+    assert result.detections
+    assert "using PyTorch" in caplog.text
+    clear_cache()
