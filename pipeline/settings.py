@@ -80,7 +80,7 @@ class Settings:
     cascade: bool = True  # False: run every stage on every photo (benchmarks, debugging)
     seg_image_size: int = 640
     max_detections: int = 50
-    max_pixels: int = 100_000_000  # decompression-bomb guard, per photo
+    max_pixels: int = 89_478_485  # per photo: Pillow's own decompression-bomb limit (~89 MP)
     precision: str = "auto"  # "auto" (bf16 where the CPU has it), "bf16" or "fp32"
     seg_backend: str = "auto"  # "auto" (OpenVINO when installed, unless precision="fp32"), "torch" or "openvino"
     batch_size: int = 8
