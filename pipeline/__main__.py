@@ -55,15 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if args.json:
         print(json.dumps({"results": writer.rows, "summary": writer.summary()}, indent=2, ensure_ascii=False))
-    problems = [r for r in writer.rows if r["status"] in {"error", "refused"}]
-    for row in problems:
-        print(f"error: {row['file']}: {row['message']}", file=sys.stderr)
     given = args.inputs[0]
     one_photo = len(args.inputs) == 1 and given.is_file() and given.suffix.lower() != ".zip"
-    single_bad_photo = one_photo and writer.rows[0]["status"] != "ok"
-    if single_bad_photo and not problems:  # one non-photo file given directly
-        print(f"error: {writer.rows[0]['file']}: {writer.rows[0]['message']}", file=sys.stderr)
-    return 1 if problems or single_bad_photo else 0
+    # A file given on its own must be a photo; inside folders and zips, non-photos are merely skipped.
+    failed = [r for r in writer.rows if r["status"] in {"error", "refused"} or (one_photo and r["status"] != "ok")]
+    for row in failed:
+        print(f"error: {row['file']}: {row['message']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _collect(inputs: list[Path]) -> tuple[int, Iterator[Entry]]:
