@@ -116,8 +116,9 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     seg = tiny_models.yolo_seg(out / "segmenter-build", ["damage"])
     (out / "segmenter").mkdir()
     seg.rename(out / "segmenter" / "best.pt")
-    profile = write_profile(out, car, {"car": 0.1, "damage": 0.5, "mask": 0.25})
+    profile = write_profile(out, car, {"car": 0.1, "damage": 0.5, "mask": 0.25}, seg_imgsz=512)
     settings = load_profile(profile)
+    assert settings.seg_image_size == 512  # the segmenter runs at the size it was trained at
     assert Path(settings.car_model.id) == car.resolve()
     assert Path(settings.damage_model.id) == (out / "damage-classifier").resolve()
     assert Path(settings.seg_model.id) == (out / "segmenter" / "best.pt").resolve()
@@ -134,9 +135,14 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
     train_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "train" / "damaged")}
     val_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "val" / "damaged")}
     assert not train_sources & val_sources
-    data_yaml = prepare_segmenter_data(shared_dir, tmp_path)
+    data_yaml = prepare_segmenter_data(shared_dir, tmp_path, backgrounds=9)
     labels = list((data_yaml.parent / "val" / "labels").glob("*.txt"))
     assert labels and all(line.startswith("0 ") for p in labels for line in p.read_text().splitlines())
+    # Undamaged cars train the segmenter as backgrounds (empty labels), never photos of the damage validation.
+    backgrounds = list((data_yaml.parent / "train" / "labels").glob("background*.txt"))
+    assert len(backgrounds) == 9 and all(p.read_text() == "" for p in backgrounds)
+    val_whole = {p.name.split("__", 1)[1] for p in list_images(tmp_path / "damage" / "val" / "whole")}
+    assert not {p.stem.split("__", 1)[1] + ".jpg" for p in backgrounds} & val_whole
 
 
 def _tiny_timm_wrapper(folder: Path) -> Path:
