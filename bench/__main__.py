@@ -2,8 +2,9 @@
 
 Both run in the same process, on the same photos, with the default architectures at full size.
 Naive = fp32 everywhere, eager PyTorch, one photo at a time, no warm-up. Fast = the shipped defaults
-(bf16 classifiers where the CPU has it, OpenVINO segmenter, batches, warm-up). Every stage runs on
-every photo in both (cascade off), so the cascade's skipping flatters neither side.
+(precision "auto": int8 OpenVINO classifiers on VNNI CPUs, bf16 with AMX; OpenVINO segmenter; batches;
+warm-up). "Fast + int8 segmenter" adds calibration photos (other photos of the same set), which turns on the
+static int8 segmenter. Every stage runs on every photo (cascade off), so the cascade's skipping flatters no side.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ import psutil
 
 from pipeline import Analysis, Settings, analyze, analyze_batch, load_models, process_zip
 from pipeline.decode import load_image
+from tests import tiny_models
 
 from .models import SHARED_IMAGENET, bench_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "vds-severity"
+DAMAGE_CLASSIFIER = ROOT / "models" / "offline" / "damage-classifier"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     naive = replace(base, precision="fp32", seg_backend="torch", cascade=False, batch_size=1)
     fast = replace(base, cascade=False, batch_size=args.batch_size)
     photos, photo_source = _photos(args.photos)
+    calibrated = replace(fast, calibration_photos=_calibration_photos(photos))
     print(f"models: {origin}\nphotos: {len(photos)} from {photo_source}", file=sys.stderr)
 
     figures: dict[str, object] = {"machine": _machine(), "models": origin, "photos": photo_source}
@@ -56,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         source = _zip_of(photos, args.zip_photos, Path(tmp) / "photos.zip")
         fast_zip = _zip_run(fast, source, Path(tmp) / "fast")
+        _load_and_warm(calibrated, photos[0])  # the int8 segmenter: calibrated once, cached
+        calibrated_single, calibrated_results = _single(calibrated, photos, warm_up=False)
+        calibrated_batch = _batched(calibrated, photos)
+        calibrated_zip = _zip_run(calibrated, source, Path(tmp) / "calibrated")
         naive_single, naive_results = _single(naive, photos, warm_up=False)
         naive_zip = _zip_run(naive, source, Path(tmp) / "naive")
     figures |= {
@@ -69,6 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     figures["speedup_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_batch"], 2)
     figures["speedup_single_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_single"], 2)
     figures |= _agreement(naive_results, fast_results)
+    figures["int8_segmenter"] = {
+        "p50_ms_single": _p(calibrated_single, 50),
+        "p50_ms_batch": _p(calibrated_batch, 50),
+        "p95_ms_batch": _p(calibrated_batch, 95),
+        "speedup_vs_naive": round(figures["naive_p50_ms_single"] / _p(calibrated_batch, 50), 2),
+        "zip_photos_per_s": calibrated_zip["photos_per_s"],
+        "peak_rss_mb": calibrated_zip["peak_rss_mb"],
+        **_agreement(naive_results, calibrated_results),
+    }
 
     figures |= {
         "zip_photos": args.zip_photos,
@@ -202,21 +219,35 @@ def _agreement(exact: list[Analysis], fast: list[Analysis]) -> dict[str, object]
 
 
 def _real_model_agreement(photos: list) -> dict[str, object]:
-    """Random weights sit near the thresholds, so also compare verdicts with a *trained* model: the shared
-    ImageNet classifier as car check, fp32 vs the fast precision, on the damaged cars and ImageNet photos."""
+    """Random weights sit near the thresholds, so also compare verdicts with *trained* models, fp32 vs the fast
+    precision, on the damaged cars and ImageNet photos: the shared ImageNet classifier as car check, and the
+    offline damage classifier (``models/offline``) when it has been trained."""
     if not SHARED_IMAGENET.is_dir():
         return {"real_car_verdicts_same_as_fp32": "skipped (../shared absent)"}
-    from pipeline import ModelRef
     from pipeline.car import CarCheck
+    from pipeline.damage import DamageCheck
 
     others = sorted((ROOT.parent / "shared" / "data" / "imagenet-sample").glob("*.jpg"))[:: 700 // len(photos)]
     images = [load_image(p) for p in [*photos, *others]]
-    threshold = Settings().car_threshold
-    exact = CarCheck(ModelRef(str(SHARED_IMAGENET)), "fp32").scores(images, threshold)
-    fast = CarCheck(ModelRef(str(SHARED_IMAGENET)), "auto").scores(images, threshold)
+    figures = _trained_drift("car", CarCheck, SHARED_IMAGENET, images, Settings().car_threshold)
+    if DAMAGE_CLASSIFIER.is_dir():
+        figures |= _trained_drift(
+            "damage", DamageCheck, DAMAGE_CLASSIFIER, images[: len(photos)], Settings().damage_threshold
+        )
+    return figures
+
+
+def _trained_drift(role: str, check: type, folder: Path, images: list, threshold: float) -> dict[str, object]:
+    from pipeline import ModelRef
+
+    exact = check(ModelRef(str(folder)), "fp32").scores(images, threshold)
+    fast = check(ModelRef(str(folder)), "auto").scores(images, threshold)
     same = sum(a.positive == b.positive for a, b in zip(exact, fast))
     drift = max(abs(a.score - b.score) for a, b in zip(exact, fast))
-    return {"real_car_verdicts_same_as_fp32": f"{same}/{len(images)}", "real_car_max_score_change": round(drift, 4)}
+    return {
+        f"real_{role}_verdicts_same_as_fp32": f"{same}/{len(images)}",
+        f"real_{role}_max_score_change": round(drift, 4),
+    }
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -242,6 +273,19 @@ def _photos(count: int) -> tuple[list, str]:
         Image.fromarray(small).resize((800, 600), Image.BILINEAR).save(path, quality=90)
         photos.append(path)
     return photos, "generated 800x600 photos (../shared absent)"
+
+
+def _calibration_photos(photos: list) -> Path:
+    """A folder of 16 other photos of the same set (none of the measured ones) to calibrate the int8 segmenter."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-calibration-"))
+    files = sorted(SHARED_PHOTOS.glob("*/*/*.jpg"))
+    others = [f for f in files if f not in set(photos)][:: max(1, len(files) // 16)][:16]
+    for i, source in enumerate(others):
+        (folder / f"{i:02d}.jpg").symlink_to(source)
+    if not others:  # ../shared absent: generated photos, like the measured ones
+        for i in range(16):
+            tiny_models.photo(800, 600, seed=1000 + i).save(folder / f"{i:02d}.jpg", quality=90)
+    return folder
 
 
 def _zip_of(photos: list[Path], count: int, path: Path) -> Path:
@@ -302,6 +346,20 @@ def _table(figures: dict[str, object]) -> str:
         f"| car verdicts of a trained model same as fp32 (largest change) | "
         f"{figures['real_car_verdicts_same_as_fp32']} ({figures.get('real_car_max_score_change')}) | |"
     )
+    if "real_damage_verdicts_same_as_fp32" in figures:
+        lines.append(
+            f"| damage verdicts of the trained offline classifier same as fp32 (largest change) | "
+            f"{figures['real_damage_verdicts_same_as_fp32']} ({figures['real_damage_max_score_change']}) | |"
+        )
+    cal = figures["int8_segmenter"]
+    lines += [
+        f"| + int8 segmenter: per photo, single p50 / batch p50 / p95 | {cal['p50_ms_single']} / "
+        f"{cal['p50_ms_batch']} / {cal['p95_ms_batch']} ms | |",
+        f"| + int8 segmenter: speed-up vs naive (batch); zip; peak RSS | {cal['speedup_vs_naive']}x; "
+        f"{cal['zip_photos_per_s']} photos/s; {cal['peak_rss_mb']} MB | |",
+        f"| + int8 segmenter: verdicts same as fp32; mask IoU (min / mean, {cal['matched_instances']}) | "
+        f"{cal['verdicts_same_as_fp32']}; {cal['mask_iou_vs_fp32_min']} / {cal['mask_iou_vs_fp32_mean']} | |",
+    ]
     return "\n".join(lines) + f"\n\nRSS (MB) after n photos of the zip: {figures['rss_mb_during_zip']}"
 
 

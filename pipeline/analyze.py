@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from PIL import Image
@@ -28,14 +29,29 @@ class Stages:
 
 
 @functools.lru_cache(maxsize=8)
-def _stages(car: ModelRef, damage: ModelRef, seg: ModelRef, precision: str, seg_backend: str) -> Stages:
+def _stages(
+    car: ModelRef,
+    damage: ModelRef,
+    seg: ModelRef,
+    precision: str,
+    seg_backend: str,
+    calibration: Path | None,
+    seg_image_size: int,
+) -> Stages:
     # One Stages per model set, so every thread shares the same models and the segmenter's lock.
-    return Stages(CarCheck(car, precision), DamageCheck(damage, precision), Segmenter(seg, precision, seg_backend))
+    segmenter = Segmenter(seg, precision, seg_backend, calibration, seg_image_size)
+    return Stages(CarCheck(car, precision), DamageCheck(damage, precision), segmenter)
 
 
 def stages_for(settings: Settings) -> Stages:
     return _stages(
-        settings.car_model, settings.damage_model, settings.seg_model, settings.precision, settings.seg_backend
+        settings.car_model,
+        settings.damage_model,
+        settings.seg_model,
+        settings.precision,
+        settings.seg_backend,
+        settings.calibration_photos,
+        settings.seg_image_size,
     )
 
 

@@ -6,7 +6,7 @@ need the full probability vector of whole batches, in bf16 where the CPU has it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,37 +14,51 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import for_inference
+from .models import inference_forward
 
 
 @dataclass(frozen=True, eq=False)
 class ImageClassifier:
-    model: torch.nn.Module
+    forward: Callable[[torch.Tensor], torch.Tensor]  # pixels -> logits (PyTorch or OpenVINO)
     processor: object
     id2label: dict[int, str]
     dtype: torch.dtype
 
     @classmethod
     def from_folder(cls, folder: Path, precision: str) -> ImageClassifier:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
-        model = AutoModelForImageClassification.from_pretrained(folder)
-        id2label = {int(i): str(label) for i, label in model.config.id2label.items()}
-        model, dtype = for_inference(model, precision)
+        config = AutoConfig.from_pretrained(folder)
+        id2label = {int(i): str(label) for i, label in config.id2label.items()}
         processor = AutoImageProcessor.from_pretrained(folder)
-        return cls(model, processor, id2label, dtype)
+        forward, dtype = inference_forward(
+            lambda: AutoModelForImageClassification.from_pretrained(folder, config=config),
+            _logits,
+            precision,
+            folder,
+            example_pixels(processor),
+        )
+        return cls(forward, processor, id2label, dtype)
 
     @torch.inference_mode()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over the model's labels, one row per image, float32."""
         inputs = self.processor(images=list(images), return_tensors="pt")
-        pixels = inputs["pixel_values"].to(self.dtype)
-        logits = self.model(pixel_values=pixels).logits
+        logits = self.forward(inputs["pixel_values"].to(self.dtype))
         return logits.float().softmax(dim=-1).numpy()
 
     def top_labels(self, row: np.ndarray, k: int = 3) -> tuple[tuple[str, float], ...]:
         best = np.argsort(row)[::-1][:k]
         return tuple((self.id2label[int(i)], float(row[i])) for i in best)
+
+
+def _logits(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    return model(pixel_values=pixels).logits
+
+
+def example_pixels(processor: object) -> torch.Tensor:
+    """One preprocessed blank photo: the input shape a model is converted (traced) with."""
+    return processor(images=[Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
 
 
 def normalize_label(label: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .classify import ImageClassifier, label_ids
+from .classify import ImageClassifier, example_pixels, label_ids
 from .errors import UnsupportedLabelsError
-from .models import for_inference, load_error, load_once, resolve_folder
+from .models import inference_forward, load_error, load_once, resolve_folder
 from .results import Check
 from .settings import ModelRef
 
@@ -66,7 +66,7 @@ def _words(label: str) -> set[str]:
 class ZeroShotClassifier:
     """CLIP-style model with the class text embeddings computed once, at load."""
 
-    model: torch.nn.Module
+    image_features: Callable[[torch.Tensor], torch.Tensor]  # pixels -> projected embeddings (PyTorch or OpenVINO)
     processor: object
     class_embeddings: torch.Tensor  # (2, D), L2-normalised, order of ZERO_SHOT_LABELS
     logit_scale: float
@@ -81,16 +81,20 @@ class ZeroShotClassifier:
         with torch.inference_mode():  # the text side runs once, in fp32, before the model is made fast
             embeddings = [_text_class_embedding(model, processor, p) for p in (WHOLE_PROMPTS, DAMAGED_PROMPTS)]
         scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
-        model, dtype = for_inference(model, precision)
-        return cls(model, processor, torch.stack(embeddings), scale, dtype)
+        forward, dtype = inference_forward(lambda: model, _image_features, precision, folder, example_pixels(processor))
+        return cls(forward, processor, torch.stack(embeddings), scale, dtype)
 
     @torch.inference_mode()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.dtype)
-        features = _as_tensor(self.model.get_image_features(pixel_values=pixels)).float()
+        features = self.image_features(pixels).float()
         features = torch.nn.functional.normalize(features, dim=-1)
         logits = self.logit_scale * features @ self.class_embeddings.T
         return logits.softmax(dim=-1).numpy()
+
+
+def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    return _as_tensor(model.get_image_features(pixel_values=pixels))
 
 
 def _text_class_embedding(model: torch.nn.Module, processor: object, prompts: Sequence[str]) -> torch.Tensor:

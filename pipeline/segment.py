@@ -5,16 +5,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import shutil
 import sys
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .decode import load_image
 from .models import load_error, load_once, resolve_file, resolve_precision
 from .results import Detection
 from .settings import ModelRef
@@ -25,14 +26,29 @@ logger = logging.getLogger(__name__)
 class Segmenter:
     role = "segmenter"
 
-    def __init__(self, ref: ModelRef, precision: str = "auto", backend: str = "auto") -> None:
+    def __init__(
+        self,
+        ref: ModelRef,
+        precision: str = "auto",
+        backend: str = "auto",
+        calibration: Path | None = None,
+        image_size: int = 640,
+    ) -> None:
         self.ref, self.precision = ref, precision
         self.backend = _choose_backend(backend, precision)
-        self._predict_lock = threading.Lock()  # an Ultralytics predictor keeps per-call state
+        # Photos for a static int8 copy (OpenVINO, precision int8); the letterbox size they are calibrated at.
+        self.calibration = calibration if self.backend == "openvino" else None
+        self.image_size = image_size
 
     @property
     def model(self):  # ultralytics.YOLO
-        return load_once(self.role, self.ref, f"{self.backend}:{resolve_precision(self.precision)}", self._load)
+        variant = f"{self.backend}:{resolve_precision(self.precision)}"
+        if self._calibrated():
+            variant += f":{self.calibration}@{self.image_size}"
+        return load_once(self.role, self.ref, variant, self._load)
+
+    def _calibrated(self) -> bool:
+        return self.calibration is not None and resolve_precision(self.precision) == "int8"
 
     @property
     def class_names(self) -> dict[int, str]:
@@ -50,7 +66,8 @@ class Segmenter:
         if model.task != "segment":
             raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
         if self.backend == "openvino" and path.suffix == ".pt":
-            return _on_openvino(model, path, resolve_precision(self.precision))
+            calibration = (self.calibration, self.image_size) if self._calibrated() else None
+            return _on_openvino(model, path, resolve_precision(self.precision), calibration)
         return model
 
     def detect(
@@ -69,7 +86,7 @@ class Segmenter:
         model = self.model
         found = []
         for image in images:
-            with self._predict_lock, _quiet_ultralytics():
+            with _predict_lock(model), _quiet_ultralytics():
                 (result,) = model.predict(
                     image,
                     conf=conf,
@@ -81,6 +98,17 @@ class Segmenter:
                 )
             found.append(_to_detections(result))
         return found
+
+
+_predict_locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
+_predict_locks_guard = threading.Lock()
+
+
+def _predict_lock(model) -> threading.Lock:
+    """One lock per loaded model (an Ultralytics predictor keeps per-call state), shared by every Segmenter
+    that uses it: settings differing in anything but the segmenter still share its model."""
+    with _predict_locks_guard:
+        return _predict_locks.setdefault(model, threading.Lock())
 
 
 def _choose_backend(backend: str, precision: str) -> str:
@@ -103,36 +131,78 @@ def _choose_backend(backend: str, precision: str) -> str:
     return "openvino"
 
 
-def _on_openvino(model, weights: Path, precision: str):
-    """The same model on OpenVINO; the PyTorch one, with a warning, if the export fails (odd layers)."""
+def _on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, int] | None = None):
+    """The same model on OpenVINO (static int8 when calibration photos are given), else the f32 OpenVINO copy,
+    else the PyTorch one: each step that fails (odd layers, no NNCF, unreadable photos) logs a warning."""
     from ultralytics import YOLO
 
     try:
         with _quiet_ultralytics():
             exported = _openvino_copy(model, weights)
-            fast = YOLO(str(exported), task="segment")
-            _pin_openvino_precision(fast, exported, precision)
     except Exception as exc:
         logger.warning("OpenVINO export of %s failed (%s); using PyTorch", weights.name, exc)
         return model
-    return fast
+    candidates = [exported]
+    if calibration is not None:
+        try:
+            candidates.insert(0, _int8_copy(exported, *calibration))
+        except Exception as exc:
+            logger.warning("int8 calibration of %s failed (%s); using f32 OpenVINO", weights.name, exc)
+    for folder in candidates:
+        try:
+            with _quiet_ultralytics():
+                fast = YOLO(str(folder), task="segment")
+                _pin_openvino_precision(fast, folder, precision)
+            return fast
+        except Exception as exc:
+            logger.warning("OpenVINO copy %s of %s does not load (%s)", folder.name, weights.name, exc)
+    logger.warning("no OpenVINO copy of %s loads; using PyTorch", weights.name)
+    return model
 
 
 def _openvino_copy(model, weights: Path) -> Path:
     """Export once to OpenVINO (dynamic shapes, so non-square photos keep their rectangular letterbox)
-    into a cache folder keyed by the weights' hash; later starts load the cached copy."""
+    into a cache folder keyed by the weights' hash; later starts load the cached copy. The export runs in a
+    staging folder renamed when complete, so an interrupted export is never loaded."""
+    from .accel import build_once, cache_dir
+
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    cache = Path(os.environ.get("CAR_DAMAGE_CACHE", Path.home() / ".cache" / "car-damage")) / "openvino" / digest
-    exported = cache / f"{weights.stem}_openvino_model"
-    if (exported / "metadata.yaml").is_file():
-        return exported
-    cache.mkdir(parents=True, exist_ok=True)
-    staged = cache / weights.name
-    shutil.copyfile(weights, staged)
-    with _quiet_ultralytics(redirect_prints=True):  # one-off, before any request is served
-        result = Path(model.__class__(str(staged), task="segment").export(format="openvino", dynamic=True))
-    staged.unlink(missing_ok=True)
-    return result
+    final = cache_dir() / digest / f"{weights.stem}_openvino_model"
+
+    def export(staging: Path) -> Path:
+        staged = staging / weights.name
+        shutil.copyfile(weights, staged)
+        with _quiet_ultralytics(redirect_prints=True):  # one-off, before any request is served
+            return Path(model.__class__(str(staged), task="segment").export(format="openvino", dynamic=True))
+
+    return build_once(final, export, "metadata.yaml")
+
+
+def _int8_copy(exported: Path, photos: Path, image_size: int) -> Path:
+    """NNCF static int8 copy of the export, calibrated on up to 32 of the photos (cached by their identity)."""
+    from .accel import fingerprint, int8_segmenter
+
+    files = calibration_files(photos)
+    if not files:
+        raise ValueError(f"no photos in {photos}")
+    key = fingerprint(files, image_size)
+    return int8_segmenter(exported, lambda: [_letterboxed(load_image(f), image_size) for f in files], key)
+
+
+def calibration_files(folder: Path, limit: int = 32) -> list[Path]:
+    """Up to ``limit`` photos spread evenly over a folder (sorted, recursive)."""
+    from .archive import IMAGE_SUFFIXES  # here, not at the top: archive imports the cascade, which imports us
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return files[:: max(1, len(files) // limit)][:limit]
+
+
+def _letterboxed(image: Image.Image, image_size: int) -> np.ndarray:
+    """The network input Ultralytics makes of a photo: rectangular letterbox, RGB, NCHW float32 in [0, 1]."""
+    from ultralytics.data.augment import LetterBox
+
+    boxed = LetterBox((image_size, image_size), auto=True, stride=32)(image=np.asarray(image)[:, :, ::-1])
+    return np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
 def _pin_openvino_precision(model, exported: Path, precision: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,15 @@ def test_profile_paths_are_relative_to_the_profile(tmp_path, seg_model):
     settings = load_profile(folder / "profile.toml")
     assert settings.seg_model.id == str((folder / "seg.pt").resolve())
     assert settings.car_model == ModelRef("owner/car", revision="r1")
+    assert settings.calibration_photos is None
+
+
+def test_calibration_photos_from_profile_or_env(tmp_path, monkeypatch):
+    (tmp_path / "profile.toml").write_text('[runtime]\nprecision = "int8"\ncalibration_photos = "photos"\n')
+    settings = load_profile(tmp_path / "profile.toml")
+    assert (settings.precision, settings.calibration_photos) == ("int8", (tmp_path / "photos").resolve())
+    monkeypatch.setenv("CALIBRATION_PHOTOS", str(tmp_path / "other"))
+    assert Settings.from_env(tmp_path / "profile.toml").calibration_photos == tmp_path / "other"
 
 
 def test_bad_profile_is_a_clear_error(tmp_path):
@@ -359,6 +369,8 @@ def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, 
         settings_factory(car=car_imagenet_random, car_threshold=0.0, precision=precision, seg_backend="openvino"),
     )
     assert list((tmp_path / "cache" / "openvino").glob("*/*_openvino_model/*.xml"))  # exported, cached
+    if precision == "int8":  # the classifiers' OpenVINO copies (int8 linear layers), cached too
+        assert len(list((tmp_path / "cache" / "openvino" / "classifiers").glob("*/model.xml"))) == 2
     for a, b in zip(exact, fast):
         assert a.car.score == pytest.approx(b.car.score, abs=0.02)
         assert a.damage.score == pytest.approx(b.damage.score, abs=0.02)
@@ -416,4 +428,102 @@ def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeyp
     result = analyze(tiny_models.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
     assert result.detections
     assert "using PyTorch" in caplog.text
+    clear_cache()
+
+
+def _assert_same_answers(exact: list[Analysis], fast: list[Analysis]) -> None:
+    for a, b in zip(exact, fast):
+        assert (a.is_car, a.is_damaged, bool(a.detections)) == (b.is_car, b.is_damaged, bool(b.detections))
+        ious = [max(_mask_iou(d.mask, o.mask) for o in b.detections if o.label == d.label) for d in a.detections]
+        assert np.mean(ious) >= 0.9
+
+
+def test_calibrated_int8_segmenter_matches_fp32(settings_factory, tmp_path, monkeypatch, caplog):
+    """Static int8 (NNCF) segmenter calibrated on a folder of photos: cached, and the same answers as fp32."""
+    pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
+    from pipeline.models import clear_cache
+
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for seed in range(4):
+        tiny_models.photo(200, 150, seed=100 + seed).save(calibration / f"{seed}.jpg")
+    photos = [tiny_models.photo(160, 120, seed=s) for s in range(3)] + [tiny_models.photo(90, 200, seed=9)]
+    exact = analyze_batch(photos, settings_factory())
+    fast_settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
+    fast = analyze_batch(photos, fast_settings)
+    assert list((tmp_path / "cache" / "openvino").glob("*/*_int8_openvino_model/metadata.yaml"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no fallback taken
+    _assert_same_answers(exact, fast)
+    clear_cache()
+
+
+def test_int8_failures_fall_back(settings_factory, tmp_path, monkeypatch, caplog):
+    """A failing int8 conversion costs speed, never an answer: f32 OpenVINO segmenter, PyTorch classifiers."""
+    from pipeline import accel
+    from pipeline.models import clear_cache
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported layer")
+
+    monkeypatch.setattr(accel, "int8_segmenter", broken)
+    monkeypatch.setattr(accel, "int8_classifier", broken)
+    clear_cache()
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    tiny_models.photo(64, 64).save(calibration / "one.png")
+    settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
+    result = analyze(tiny_models.photo(64, 64), settings)
+    assert result.detections and result.damage is not None
+    assert "using f32 OpenVINO" in caplog.text and "using PyTorch" in caplog.text
+    clear_cache()
+
+
+def test_cache_builds_are_atomic(tmp_path):
+    """A build that fails leaves nothing behind; a half-written folder of an older run is rebuilt."""
+    from pipeline.accel import build_once
+
+    final = tmp_path / "cache" / "model_openvino_model"
+
+    def failing(staging: Path) -> Path:
+        (staging / "half.xml").write_text("<net")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        build_once(final, failing, "ok")
+    assert not final.exists() and not list(final.parent.iterdir())
+
+    def build(staging: Path) -> Path:
+        (staging / "out").mkdir()
+        (staging / "out" / "ok").touch()
+        return staging / "out"
+
+    final.mkdir()
+    (final / "stale.xml").touch()  # interrupted before this version wrote its marker
+    assert build_once(final, build, "ok") == final
+    assert sorted(p.name for p in final.iterdir()) == ["ok"] and list(final.parent.iterdir()) == [final]
+    assert build_once(final, failing, "ok") == final  # complete: never rebuilt
+
+
+def test_cached_int8_classifier_needs_no_pytorch_weights(car_imagenet_random, tmp_path, monkeypatch):
+    """Later starts load the cached OpenVINO copy only (a faster cold start), with the same scores."""
+    pytest.importorskip("nncf", reason="NNCF compresses the classifier's weights")
+    import transformers
+
+    from pipeline.car import CarCheck
+    from pipeline.models import clear_cache
+
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    photos = [tiny_models.photo(64, 48, seed=s) for s in range(2)]
+    first = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
+    clear_cache()
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("PyTorch weights loaded despite the cached OpenVINO copy")
+
+    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", no_weights)
+    again = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
+    assert [c.score for c in again] == [c.score for c in first]
     clear_cache()
