@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     settings, origin = bench_settings(args.model_dir)
     paths, source = _photos(8)
     photos = [load_image(p) for p in paths]
-    calibration = _calibration_photos(paths)
+    keep = tempfile.TemporaryDirectory(prefix="bench-calibration-")  # removed when the run ends
+    calibration = _calibration_photos(paths, Path(keep.name) / "photos")
     print(f"models: {origin}\nphotos: {len(photos)} from {source}\n")
     settings = replace(settings, calibration_photos=calibration)
     runs: dict[str, Callable[[], object]] = {}

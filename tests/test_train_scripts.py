@@ -130,11 +130,15 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
     from train.build_profile import prepare_damage_folders, prepare_segmenter_data
     from train.common import list_images, source_of
 
-    counts = prepare_damage_folders(shared_dir, tmp_path)
+    counts = prepare_damage_folders(shared_dir, tmp_path, train_sources=("pd",), copies=4)
     assert counts["train"]["damaged"] > 1000 and counts["val"]["damaged"] > 50
-    train_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "train" / "damaged")}
+    train_damaged = list_images(tmp_path / "damage" / "train" / "damaged")
     val_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "val" / "damaged")}
-    assert not train_sources & val_sources
+    assert val_sources == {"nm"}  # pd joined the training photos; nm stays an unseen source
+    assert {source_of(p) for p in train_damaged} == {"vds", "pd0", "pd1", "pd2", "pd3"}
+    # Their panels away from the damage polygons are whole photos (twice: half the weight of 4 copies).
+    crops = [p for p in list_images(tmp_path / "damage" / "train" / "whole") if source_of(p).startswith("pdcrop")]
+    assert len(crops) > 40 and {source_of(p) for p in crops} == {"pdcrop", "pdcrop1"}
     data_yaml = prepare_segmenter_data(shared_dir, tmp_path, backgrounds=9)
     labels = list((data_yaml.parent / "val" / "labels").glob("*.txt"))
     assert labels and all(line.startswith("0 ") for p in labels for line in p.read_text().splitlines())
