@@ -187,7 +187,7 @@ def prepare_damage_folders(
             crops = crops_away_from_damage(via, root / "train" / "whole", f"{source}crop", seed)
             for copy in range(1, copies // 2):
                 for crop in crops:
-                    link_or_copy(crop, crop.with_name(f"{source}crop{copy}{crop.name.removeprefix(source + 'crop')}"))
+                    _link(crop, crop.parent, f"{source}crop{copy}")
     dsmlr_val, dsmlr_train = dsmlr_split(shared, rng)
     for path in dsmlr_train:
         _link(path, root / "train" / "whole", "dsmlr")
