@@ -126,19 +126,32 @@ def test_profile_round_trip(tmp_path: Path) -> None:
 
 
 def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
-    """The build's folders: validation damaged photos come from sources the training never sees."""
+    """The build's folders: the classifier and the segmenter hold out the same damaged photos; a damage set
+    left out of training is validated on whole, as an unseen source."""
     from train.build_profile import prepare_damage_folders, prepare_segmenter_data
     from train.common import list_images, source_of
 
+    def names(folder: Path, prefix: str = "") -> set[str]:
+        return {p.name.split("__", 1)[1] for p in list_images(folder) if source_of(p).startswith(prefix)}
+
     counts = prepare_damage_folders(shared_dir, tmp_path, train_sources=("pd",), copies=4)
-    assert counts["train"]["damaged"] > 1000 and counts["val"]["damaged"] > 50
+    assert counts["train"]["damaged"] > 1000 and counts["val"]["damaged"] > 62
+    val_damaged = tmp_path / "damage" / "val" / "damaged"
+    assert {source_of(p) for p in list_images(val_damaged)} == {"nm", "pd"}
+    assert len(names(val_damaged, "nm")) == 62  # every nm photo: an unseen source
     train_damaged = list_images(tmp_path / "damage" / "train" / "damaged")
-    val_sources = {source_of(p) for p in list_images(tmp_path / "damage" / "val" / "damaged")}
-    assert val_sources == {"nm"}  # pd joined the training photos; nm stays an unseen source
     assert {source_of(p) for p in train_damaged} == {"vds", "pd0", "pd1", "pd2", "pd3"}
+    assert not names(val_damaged, "pd") & names(tmp_path / "damage" / "train" / "damaged", "pd")
     # Their panels away from the damage polygons are whole photos (twice: half the weight of 4 copies).
     crops = [p for p in list_images(tmp_path / "damage" / "train" / "whole") if source_of(p).startswith("pdcrop")]
-    assert len(crops) > 40 and {source_of(p) for p in crops} == {"pdcrop", "pdcrop1"}
+    assert len(crops) > 30 and {source_of(p) for p in crops} == {"pdcrop", "pdcrop1"}
+
+    prepare_damage_folders(shared_dir, tmp_path, train_sources=("nm", "pd"), copies=4)
+    assert {source_of(p) for p in list_images(val_damaged)} == {"nm", "pd"}
+    assert 15 < len(list_images(val_damaged)) < 30  # the held-out 20 %
+
+    prepare_damage_folders(shared_dir, tmp_path)  # the build's default: nm trains, pd stays unseen
+    assert len(names(val_damaged, "pd")) == 49 and 8 < len(names(val_damaged, "nm")) < 16
     data_yaml = prepare_segmenter_data(shared_dir, tmp_path, backgrounds=9)
     labels = list((data_yaml.parent / "val" / "labels").glob("*.txt"))
     assert labels and all(line.startswith("0 ") for p in labels for line in p.read_text().splitlines())
@@ -147,6 +160,10 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
     assert len(backgrounds) == 9 and all(p.read_text() == "" for p in backgrounds)
     val_whole = {p.name.split("__", 1)[1] for p in list_images(tmp_path / "damage" / "val" / "whole")}
     assert not {p.stem.split("__", 1)[1] + ".jpg" for p in backgrounds} & val_whole
+    # The segmenter holds out exactly the classifier's held-out damaged photos.
+    assert {p.stem for p in list_images(data_yaml.parent / "val" / "images")} == {
+        p.stem for p in list_images(val_damaged)
+    }
 
 
 def _tiny_timm_wrapper(folder: Path) -> Path:
