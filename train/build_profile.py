@@ -259,14 +259,11 @@ def prepare_segmenter_data(shared: Path, work: Path, seed: int = 0, backgrounds:
     one third close-ups of parts; never from the damage check's validation photos): without them the
     segmenter finds "damage" on most whole cars, since every photo it trained on was damaged.
     """
-    from train.prepare import write_data_yaml, write_yolo_split
+    from train.prepare import write_yolo_dataset, write_yolo_split
 
     root = work / "damage-seg"
     shutil.rmtree(root, ignore_errors=True)
-    for source, (train, held_out) in damage_polygon_splits(shared, seed).items():
-        write_yolo_split(train, root, "train", ["damage"], source)
-        write_yolo_split(held_out, root, "val", ["damage"], source)
-    data_yaml = write_data_yaml(root, ["damage"])
+    data_yaml = write_yolo_dataset(damage_polygon_splits(shared, seed), root, ["damage"])
     rng = random.Random(seed)
     whole = dsmlr_split(shared, random.Random(seed))[1]
     crops = [p for p in list_images(work / "damage" / "train" / "whole") if p.name.startswith("dsmlrcrop")]

@@ -221,10 +221,19 @@ def build_yolo_dataset(
     max_distance: int = 8,
 ) -> Path:
     """Several sources (prefix -> samples) into one YOLO-seg dataset, each source split near-duplicate-aware."""
-    all_samples = [s for samples in sources.values() for s in samples]
-    names = list(names) if names else class_names(all_samples)
-    for prefix, samples in sources.items():
-        train, val = split_samples(samples, val_fraction, seed, max_distance) if val_fraction > 0 else (samples, [])
+    splits = {
+        prefix: split_samples(samples, val_fraction, seed, max_distance) if val_fraction > 0 else (samples, [])
+        for prefix, samples in sources.items()
+    }
+    return write_yolo_dataset(splits, out_dir, names)
+
+
+def write_yolo_dataset(
+    splits: dict[str, tuple[Sequence[Sample], Sequence[Sample]]], out_dir: Path, names: Sequence[str] | None = None
+) -> Path:
+    """Sources already split (prefix -> (train, val) samples) into one YOLO-seg dataset; returns its data yaml."""
+    names = list(names) if names else class_names(s for train, val in splits.values() for s in [*train, *val])
+    for prefix, (train, val) in splits.items():
         write_yolo_split(train, out_dir, "train", names, prefix)
         write_yolo_split(val, out_dir, "val", names, prefix)
     return write_data_yaml(out_dir, names)
@@ -299,6 +308,7 @@ __all__ = [
     "split_by_groups",
     "split_image_folder",
     "write_data_yaml",
+    "write_yolo_dataset",
     "write_yolo_split",
     "yolo_to_polygon",
 ]
