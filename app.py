@@ -1,6 +1,7 @@
 """Car damage detection — the Gradio Space. Only wires widgets to ``pipeline``; no model code here.
 
 Run: ``python app.py [--models PROFILE] [--share] [--host 0.0.0.0] [--port 7860]``.
+Importing this module only builds the page (``demo``); models load in the background once the server starts.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import functools
 import io
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -25,20 +27,23 @@ import gradio as gr
 from PIL import Image
 
 import pipeline
-from pipeline.archive import IMAGE_SUFFIXES
+from pipeline.formats import IMAGE_SUFFIXES, list_photos
 from pipeline.settings import ENV_VARS
 
 logger = logging.getLogger("app")
 
-DEFAULTS = pipeline.Settings()
 EXAMPLES_DIR = Path(os.environ.get("EXAMPLES_DIR") or Path(__file__).parent / "examples")
 EXAMPLES_REPO = os.environ.get("EXAMPLES_REPO", "").strip()
 MAX_EXAMPLES = 24
-MAX_FILE_SIZE = os.environ.get("MAX_FILE_SIZE", "200mb")  # per upload, photos and zips
+# The free tier: 2 vCPUs, 16 GB. An upload over this never reaches the app; a zip is also held to a pixel budget
+# (decoding is what costs) and a wall-clock budget, after which it returns what it has done.
+MAX_FILE_SIZE = os.environ.get("MAX_FILE_SIZE", "100mb")
+MAX_ZIP_MEGAPIXELS = int(os.environ.get("MAX_ZIP_MEGAPIXELS", "2000"))
+JOB_SECONDS = float(os.environ.get("JOB_SECONDS", "600"))
 QUEUE_SIZE = int(os.environ.get("QUEUE_SIZE", "40"))  # waiting requests beyond this are turned away
+ZIP_QUEUE_SIZE = int(os.environ.get("ZIP_QUEUE_SIZE", "8"))  # waiting zips: the rest of the queue is for photos
 GALLERY_SIZE = 12
 JOB_MAX_AGE = 600  # seconds a finished job folder is kept (gradio has copied the archive by then)
-LOAD_WAIT = 300  # seconds the page waits for the models before reporting "still loading"
 
 DAMAGE_HEADERS = ["class", "confidence", "area %", "box (x1, y1, x2, y2)"]
 ZIP_HEADERS = [
@@ -58,18 +63,23 @@ Upload a zip of photos to get every photo annotated plus a report. The API (link
 
 
 class JobFolders:
-    """One private temp folder per zip request, under a root only this process uses (never served as-is).
-
-    Gradio copies the returned archive into its own cache, so a finished folder is deleted by the next
-    request once it is older than ``max_age``; a failed request deletes its folder at once.
-    """
+    """One private temp folder per zip request, under a root only this process uses (never served as-is),
+    created with the first job. Gradio copies the returned archive into its own cache, so a finished folder is
+    deleted by the next request once it is older than ``max_age``; a failed request deletes its folder at once."""
 
     def __init__(self, max_age: float = JOB_MAX_AGE) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="car-damage-jobs-"))
         self.max_age = max_age
+        self._root: Path | None = None
         self._active: set[Path] = set()
-        self._lock = threading.Lock()
-        atexit.register(shutil.rmtree, self.root, ignore_errors=True)
+        self._lock = threading.RLock()  # sweep() holds it while it asks for the root
+
+    @property
+    def root(self) -> Path:
+        with self._lock:
+            if self._root is None:
+                self._root = Path(tempfile.mkdtemp(prefix="car-damage-jobs-"))
+                atexit.register(shutil.rmtree, self._root, ignore_errors=True)
+            return self._root
 
     @contextmanager
     def job(self) -> Iterator[Path]:
@@ -96,11 +106,11 @@ class JobFolders:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-# ---------------------------------------------------------------- models: load once, report on the page
+# ---------------------------------------------------------------- models: load once, in the background
 
 
 class ModelStatus:
-    """Loads the three models once, in a background thread, so start-up is not blocked."""
+    """Loads the models once, in a background thread; the page polls ``done`` instead of waiting for it."""
 
     def __init__(self, settings: pipeline.Settings) -> None:
         self.settings = settings
@@ -116,27 +126,36 @@ class ModelStatus:
                 self._thread.start()
         return self
 
-    def wait(self, timeout: float | None = LOAD_WAIT) -> bool:
-        """Whether loading has finished (within ``timeout`` seconds)."""
+    @property
+    def done(self) -> bool:
+        return self._thread is not None and not self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether loading has finished within ``timeout`` seconds (tests and the command line)."""
         self.start()
         assert self._thread is not None
         self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self.done
 
     def _load(self) -> None:
         try:
             self.problems = pipeline.load_models(self.settings)
         except Exception as exc:  # the banner must still appear, whatever went wrong
             logger.exception("loading the models failed")
-            self.error = f"Loading the models failed: {exc}"
+            self.error = f"Loading the models failed: {public_text(str(exc))}"
         for problem in (self.problems or {}).values():
             if problem is not None:
-                logger.error("%s", problem)
+                logger.error("%s", problem)  # the server's log keeps the paths
+
+
+def public_text(text: str) -> str:
+    """A message for every visitor: server paths shortened to their last part (the folders are the server's)."""
+    return re.sub(r"(?:~|\.{0,2})(?:/[^/\s'\"]+)+/([^/\s'\"]+)", r"\1", text)
 
 
 def banner_markdown(status: ModelStatus) -> str:
     """A warning naming each model that cannot be loaded, why, and the env var to set; '' when all loaded."""
-    lines = [f"- {problem}" for problem in (status.problems or {}).values() if problem is not None]
+    lines = [f"- {public_text(str(problem))}" for problem in (status.problems or {}).values() if problem is not None]
     if status.error:
         lines.append(f"- {status.error}")
     if not lines:
@@ -144,19 +163,18 @@ def banner_markdown(status: ModelStatus) -> str:
     return "### ⚠️ Some models could not be loaded\n" + "\n".join(lines)
 
 
-def models_markdown(status: ModelStatus, done: bool) -> str:
-    """A table of the models in use: id or path, revision, and whether each one loaded."""
-    rows = ["| role | model (id or path) | revision | env var | status |", "|---|---|---|---|---|"]
-    for role, ref in status.settings.model_refs().items():
-        local = ref.is_local or ref.id.startswith(("/", ".", "~"))
-        revision = ref.revision or ("local path" if local else "default branch")
-        model = f"{ref.id} (file {ref.filename})" if ref.filename else ref.id
-        rows.append(f"| {role} | `{model}` | {revision} | `{ENV_VARS[role]}` | {_load_state(status, role, done)} |")
+def models_markdown(status: ModelStatus) -> str:
+    """A table of the models in use: id (a local model by its name only), revision, and whether it loaded."""
+    rows = ["| role | model | revision | env var | status |", "|---|---|---|---|---|"]
+    for role, ref in status.settings.models.refs().items():
+        revision = ref.revision or ("local" if ref.looks_local else "default branch")
+        model = ref.public_name if ref.looks_local else (f"{ref.id} (file {ref.filename})" if ref.filename else ref.id)
+        rows.append(f"| {role} | `{model}` | {revision} | `{ENV_VARS[role]}` | {_load_state(status, role)} |")
     return "\n".join(rows)
 
 
-def _load_state(status: ModelStatus, role: str, done: bool) -> str:
-    if not done:
+def _load_state(status: ModelStatus, role: str) -> str:
+    if not status.done:
         return "⏳ loading"
     if status.error or status.problems is None:
         return "❌ not loaded"
@@ -168,13 +186,7 @@ def _load_state(status: ModelStatus, role: str, done: bool) -> str:
 
 def find_examples(folders: list[Path]) -> list[str]:
     """Photos in the given folders (recursively), sorted, at most MAX_EXAMPLES."""
-    photos = [
-        path
-        for folder in folders
-        if folder.is_dir()
-        for path in sorted(folder.rglob("*"))
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
-    ]
+    photos = [path for folder in folders if folder.is_dir() for path in list_photos(folder)]
     return [str(path) for path in photos[:MAX_EXAMPLES]]
 
 
@@ -194,6 +206,31 @@ def fetch_examples_repo(repo_id: str) -> Path | None:
         return None
 
 
+# ---------------------------------------------------------------- the queue
+
+
+def client_gone() -> bool:
+    """Whether the request being served has been cancelled or lost its client (closed tab): gradio stops
+    sending to such an event and forgets it, but cannot stop a function already running in a thread."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:  # not served through the queue (a direct call, a test)
+        return False
+    event = queue.event_ids_to_events.get(event_id)
+    return event is None or not event.alive
+
+
+def waiting(concurrency_id: str) -> int:
+    """Requests waiting (not yet running) for one concurrency group of the queue being served."""
+    from gradio.context import LocalContext
+
+    queue = getattr(LocalContext.blocks.get(None), "_queue", None)
+    group = getattr(queue, "event_queue_per_concurrency_id", {}).get(concurrency_id)
+    return len(group.queue) if group is not None else 0
+
+
 # ---------------------------------------------------------------- the endpoints
 
 
@@ -204,24 +241,23 @@ class CarDamageApp:
         self.settings = settings
         self.status = ModelStatus(settings)
         self.jobs = JobFolders()
+        self.zip_limits = pipeline.ZipLimits(max_total_pixels=MAX_ZIP_MEGAPIXELS * 1_000_000)
 
     def _settings(self, car: float, damage: float, mask: float, always_segment: bool) -> pipeline.Settings:
-        return self.settings.with_overrides(
-            car_threshold=car, damage_threshold=damage, mask_threshold=mask, always_segment=bool(always_segment)
-        )
+        return self.settings.with_thresholds(car=car, damage=damage, mask=mask, always_segment=always_segment)
 
     def analyze_image(
         self,
         image: str | None,
-        car_threshold: float = DEFAULTS.car_threshold,
-        damage_threshold: float = DEFAULTS.damage_threshold,
-        mask_threshold: float = DEFAULTS.mask_threshold,
-        always_segment: bool = DEFAULTS.always_segment,
+        car_threshold: float | None = None,
+        damage_threshold: float | None = None,
+        mask_threshold: float | None = None,
+        always_segment: bool | None = None,
     ) -> tuple[str, dict[str, float], Image.Image, dict[str, Any], dict[str, Any]]:
         """Analyse one photo: is there a car, is it damaged, and where.
 
         Args:
-            image: the photo (JPEG, PNG, WebP, ...); EXIF orientation is applied.
+            image: the photo (JPEG, PNG, WebP, HEIC, BMP, GIF or TIFF); EXIF orientation is applied.
             car_threshold: minimum car probability to call the photo a car.
             damage_threshold: minimum damage probability to call the car damaged.
             mask_threshold: minimum confidence of a damage instance (mask).
@@ -230,8 +266,8 @@ class CarDamageApp:
         Returns:
             summary: one sentence, e.g. "Damaged car (car 97%, damage 88%). 2 damaged area(s): dent.".
             confidences: {"car": probability, "damage": probability}; "damage" is absent when no car was found.
-            annotated: the photo with masks, boxes and labels drawn (original resolution).
-            damages: table of damage instances: class, confidence, area % of the photo, box.
+            annotated: the photo with masks, boxes and labels drawn (longest side at most 1600 pixels).
+            damages: table of damage instances: class, confidence, area % of the photo, box (original pixels).
             result: the full result as JSON (verdicts, scores, damages, models).
         """
         if not image:
@@ -240,7 +276,7 @@ class CarDamageApp:
         try:
             analysis = pipeline.analyze(image, settings)
         except pipeline.PipelineError as exc:  # bad photo or a model that cannot be loaded
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(public_text(str(exc))) from None
         confidences = {"car": round(analysis.car.score, 4)}
         if analysis.damage is not None:
             confidences["damage"] = round(analysis.damage.score, 4)
@@ -254,16 +290,15 @@ class CarDamageApp:
 
     def analyze_example(self, image: str) -> tuple[str, dict[str, float], Image.Image, dict[str, Any], dict[str, Any]]:
         """An example photo with the app's default thresholds (its result is cached)."""
-        s = self.settings
-        return self.analyze_image(image, s.car_threshold, s.damage_threshold, s.mask_threshold, s.always_segment)
+        return self.analyze_image(image)
 
     def analyze_zip(
         self,
         archive: str | None,
-        car_threshold: float = DEFAULTS.car_threshold,
-        damage_threshold: float = DEFAULTS.damage_threshold,
-        mask_threshold: float = DEFAULTS.mask_threshold,
-        always_segment: bool = DEFAULTS.always_segment,
+        car_threshold: float | None = None,
+        damage_threshold: float | None = None,
+        mask_threshold: float | None = None,
+        always_segment: bool | None = None,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[str, str, dict[str, Any], list[tuple[Image.Image, str]], dict[str, Any]]:
         """Analyse every photo in a zip; returns a zip of annotated photos with report.csv, predictions.json (COCO)
@@ -292,58 +327,100 @@ class CarDamageApp:
             progress((done, total), desc=f"Photo {done}/{total}: {name}", unit="files")
 
         progress(0, desc="Opening the zip")
+        control = pipeline.JobControl(seconds=JOB_SECONDS, client_gone=client_gone)
         with self.jobs.job() as folder:
             try:
-                batch = pipeline.process_zip(archive, folder, settings, progress=report)
+                batch = pipeline.process_zip(archive, folder, settings, report, self.zip_limits, control)
             except pipeline.PipelineError as exc:  # refused zip or a model that cannot be loaded
-                raise gr.Error(str(exc)) from None
-        table = {"headers": ZIP_HEADERS, "data": [[row[c] for c in ZIP_HEADERS] for row in batch.rows]}
-        gallery = _gallery(batch.archive, batch.rows) if batch.archive else []
-        return str(batch.archive), summary_markdown(batch.summary), table, gallery, batch.summary
+                raise gr.Error(public_text(str(exc))) from None
+        table = {"headers": ZIP_HEADERS, "data": [[getattr(row, c) for c in ZIP_HEADERS] for row in batch.rows]}
+        summary = batch.summary
+        return str(batch.archive), summary_markdown(summary), table, _gallery(batch), summary.to_dict()
 
-    def model_report(self) -> tuple[dict[str, Any], str]:
-        """The banner (shown only when a model failed) and the models table, once loading has finished."""
-        done = self.status.wait(LOAD_WAIT)
+    def zip_queue_check(self, archive: str | None, *thresholds: object) -> list[dict[str, Any]]:
+        """Before a zip joins the queue: refuse it when ZIP_QUEUE_SIZE zips already wait, so that zips never take
+        the places photos need (the queue's size is shared)."""
+        full = waiting("zip") >= ZIP_QUEUE_SIZE
+        message = f"{ZIP_QUEUE_SIZE} zips are already waiting: please try again in a few minutes."
+        return [gr.validate(not full, message if full else ""), *(gr.validate(True, "") for _ in thresholds)]
+
+    def model_report(self) -> tuple[dict[str, Any], str, gr.Timer]:
+        """The banner (shown only when a model failed), the models table, and the timer that polls until the
+        models have loaded. Never waits: a page load must not hold a worker while the models load."""
+        done = self.status.start().done
         banner = banner_markdown(self.status) if done else ""
-        return gr.update(value=banner, visible=bool(banner)), models_markdown(self.status, done)
+        return gr.update(value=banner, visible=bool(banner)), models_markdown(self.status), gr.Timer(active=not done)
 
 
 def _model_names(settings: pipeline.Settings) -> dict[str, str]:
-    return {role: str(ref) for role, ref in settings.model_refs().items()}
+    return {role: ref.public_name for role, ref in settings.models.refs().items()}
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def md_escape(text: str) -> str:
+    """A file name or message shown in Markdown as the text it is (names come from strangers' zips): the
+    characters that make markup, links, HTML or maths mid-line are escaped."""
+    return re.sub(r"([\\`*_\[\]<>|~$])", r"\\\1", text)
+
+
+def summary_markdown(summary: pipeline.Summary) -> str:
     """The batch summary for people: counts, then each file that was not processed and why."""
     text = (
-        f"**{summary['files']} files** · {summary['photos_analyzed']} photos analysed · "
-        f"**{summary['cars']} cars** · **{summary['damaged_cars']} damaged cars** · "
-        f"{summary['damage_instances']} damaged areas · {summary['not_processed']} not processed "
-        f"· {summary['seconds']:.1f} s"
+        f"**{summary.files} files** · {summary.photos_analyzed} photos analysed · "
+        f"**{summary.cars} cars** · **{summary.damaged_cars} damaged cars** · "
+        f"{summary.damage_instances} damaged areas · {summary.not_processed} not processed "
+        f"· {summary.seconds:.1f} s"
     )
-    if summary["damage_classes"]:
-        text += "\n\nDamage classes: " + ", ".join(f"{k} ({v})" for k, v in summary["damage_classes"].items())
-    if summary["failures"]:
+    if summary.stopped:
+        text += f"\n\n**Stopped early** ({md_escape(summary.stopped)}): the archive holds what was done."
+    if summary.damage_classes:
+        text += "\n\nDamage classes: " + ", ".join(f"{md_escape(k)} ({v})" for k, v in summary.damage_classes.items())
+    if summary.failures:
         text += "\n\n**Not processed:**\n" + "\n".join(
-            f"- `{f['file']}` ({f['status']}): {f['message']}" for f in summary["failures"]
+            f"- {md_escape(f['file'])} ({f['status']}): {md_escape(f['message'])}" for f in summary.failures
         )
     return text
 
 
-def _gallery(archive: Path, rows: list[dict[str, Any]]) -> list[tuple[Image.Image, str]]:
+def _gallery(batch: pipeline.BatchResult) -> list[tuple[Image.Image, str]]:
     """Thumbnails of the first annotated photos, read back from the result archive."""
     items = []
-    with zipfile.ZipFile(archive) as zf:
-        for row in [r for r in rows if r["status"] == "ok"][:GALLERY_SIZE]:
-            with Image.open(io.BytesIO(zf.read(row["annotated_file"]))) as image:
+    with zipfile.ZipFile(batch.archive) as zf:
+        for row in [r for r in batch.rows if not r.failed][:GALLERY_SIZE]:
+            with Image.open(io.BytesIO(zf.read(row.annotated_file))) as image:
                 thumb = image.convert("RGB")
             thumb.thumbnail((768, 768))
-            items.append((thumb, f"{row['file']}: {row['message']}"))
+            items.append((thumb, f"{row.file}: {row.message}"))
     return items
 
 
 # ---------------------------------------------------------------- the page
 
 
+def refuses_urls(component: type) -> type:
+    """gradio fetches a photo or zip passed to the API as an http(s) URL, with no size limit, before the app sees
+    it: refused in the step that would download it. (A class decorator, not a base: gradio picks a template
+    component's frontend by its first base class.)"""
+    move, move_async = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
+
+    def move_resource_to_block_cache(self, url_or_file_path):
+        _refuse_urls(url_or_file_path)
+        return move(self, url_or_file_path)
+
+    async def async_move_resource_to_block_cache(self, url_or_file_path):
+        _refuse_urls(url_or_file_path)
+        return await move_async(self, url_or_file_path)
+
+    component.move_resource_to_block_cache = move_resource_to_block_cache
+    component.async_move_resource_to_block_cache = async_move_resource_to_block_cache
+    return component
+
+
+def _refuse_urls(url_or_file_path: object) -> None:
+    if str(url_or_file_path).lower().startswith(("http://", "https://")):
+        raise gr.Error("Files are not fetched from URLs: upload the file itself.")
+
+
+@refuses_urls
 class PhotoInput(gr.Image):
     """A gr.Image that hands the uploaded file to the pipeline untouched (gradio has already checked the path).
 
@@ -360,100 +437,94 @@ class PhotoInput(gr.Image):
         return super().preprocess(payload)
 
 
-def threshold_controls(settings: pipeline.Settings, open_: bool) -> list[gr.components.Component]:
-    """Sliders starting at the app's thresholds (Settings defaults, or the model profile's)."""
+@refuses_urls
+class ZipInput(gr.File):
+    is_template = True  # drawn by gr.File's frontend
+
+
+def threshold_controls(thresholds: pipeline.Thresholds, open_: bool) -> list[gr.components.Component]:
+    """The thresholds people set (one declaration: pipeline.Thresholds), starting at the app's own values."""
+    controls = []
     with gr.Accordion("Thresholds", open=open_):
-        return [
-            gr.Slider(0, 1, value=settings.car_threshold, step=0.01, label="Car threshold"),
-            gr.Slider(0, 1, value=settings.damage_threshold, step=0.01, label="Damage threshold"),
-            gr.Slider(0, 1, value=settings.mask_threshold, step=0.01, label="Mask threshold (damage instances)"),
-            gr.Checkbox(value=settings.always_segment, label="Always segment (masks for undamaged cars too)"),
-        ]
+        for name, _, meta in pipeline.Thresholds.controls():
+            value, label = getattr(thresholds, name), f"{meta['label']} ({meta['help']})"
+            if isinstance(value, bool):
+                controls.append(gr.Checkbox(value=value, label=label))
+            else:
+                controls.append(gr.Slider(0, 1, value=value, step=0.01, label=label))
+    return controls
 
 
-def build_demo(settings: pipeline.Settings | None = None, examples: list[str] | None = None) -> gr.Blocks:
-    """The Blocks app for these settings; ``examples`` defaults to EXAMPLES_DIR plus EXAMPLES_REPO."""
-    app = CarDamageApp(settings or pipeline.Settings.from_env())
-    if examples is None:
-        repo_dir = fetch_examples_repo(EXAMPLES_REPO)
-        examples = find_examples([EXAMPLES_DIR, *([repo_dir] if repo_dir else [])])
+def photo_tab(service: CarDamageApp, examples: list[str]) -> None:
+    with gr.Row():
+        with gr.Column():
+            photo = PhotoInput(
+                type="filepath", sources=["upload", "webcam", "clipboard"], label="Photo", height=400,
+                elem_id="photo-input",
+            )  # fmt: skip
+            controls = threshold_controls(service.settings.thresholds, open_=True)
+            button = gr.Button("Analyze photo", variant="primary")
+        with gr.Column():
+            verdict = gr.Markdown(elem_id="verdict")
+            confidences = gr.Label(label="Confidences", show_heading=False, elem_id="confidences")
+            annotated = gr.Image(label="Annotated photo", format="png", interactive=False, elem_id="annotated")
+    damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False)
+    with gr.Accordion("Raw JSON", open=False):
+        result = gr.JSON(label="Result")
+    outputs = [verdict, confidences, annotated, damages, result]
+    if examples:
+        gr.Examples(
+            examples=examples, inputs=photo, outputs=outputs, fn=service.analyze_example, cache_examples=True,
+            cache_mode="lazy", examples_per_page=12, elem_id="photo-examples",
+        )  # fmt: skip
+    button.click(
+        service.analyze_image, inputs=[photo, *controls], outputs=outputs, api_name="analyze_image",
+        concurrency_id="photo", concurrency_limit=1,
+    )  # fmt: skip
+
+
+def zip_tab(service: CarDamageApp) -> None:
+    with gr.Row():
+        with gr.Column():
+            archive = ZipInput(label="Zip of photos", file_types=[".zip"], type="filepath", elem_id="zip-input")
+            controls = threshold_controls(service.settings.thresholds, open_=False)
+            button = gr.Button("Analyze zip", variant="primary")
+        with gr.Column():
+            results = gr.File(label="Results (zip)", interactive=False, elem_id="zip-results")
+            summary_text = gr.Markdown(elem_id="zip-summary")
+    gallery = gr.Gallery(label="First annotated photos", columns=4, height="auto", elem_id="gallery")
+    report = gr.Dataframe(headers=ZIP_HEADERS, label="Per-photo report", interactive=False, wrap=True)
+    with gr.Accordion("Summary (JSON)", open=False):
+        summary = gr.JSON(label="Summary")
+    button.click(
+        service.analyze_zip, inputs=[archive, *controls], outputs=[results, summary_text, report, gallery, summary],
+        api_name="analyze_zip", concurrency_id="zip", concurrency_limit=1, validator=service.zip_queue_check,
+    )  # fmt: skip
+
+
+def models_panel(service: CarDamageApp, banner: gr.Markdown) -> dict[str, Any]:
+    """The models table and a timer that refreshes it (and the banner) until the background load has finished;
+    returns the options of that refresh, for the page load to run it once at once."""
+    with gr.Accordion("Models in use", open=False):
+        models = gr.Markdown(models_markdown(service.status))
+    timer = gr.Timer(2.0)
+    refresh = {"outputs": [banner, models, timer], "api_visibility": "private", "queue": False}
+    timer.tick(service.model_report, show_progress="hidden", **refresh)
+    return refresh
+
+
+def create_demo(service: CarDamageApp, examples: list[str] | None = None) -> gr.Blocks:
+    """The page for one app: a photo tab, a zip tab and the models panel."""
     # Gradio's cache (uploads, results) is swept every 30 min of files older than 1 h.
     with gr.Blocks(title="Car damage detection", delete_cache=(1800, 3600)) as demo:
-        demo.car_damage_app = app  # for tests and main()
         gr.Markdown(DESCRIPTION)
         banner = gr.Markdown(visible=False, elem_id="model-banner")
         with gr.Tabs():
             with gr.Tab("Photo", id="photo"):
-                with gr.Row():
-                    with gr.Column():
-                        photo = PhotoInput(
-                            type="filepath",
-                            sources=["upload", "webcam", "clipboard"],
-                            label="Photo",
-                            height=400,
-                            elem_id="photo-input",
-                        )
-                        photo_controls = threshold_controls(app.settings, open_=True)
-                        photo_button = gr.Button("Analyze photo", variant="primary")
-                    with gr.Column():
-                        verdict = gr.Markdown(elem_id="verdict")
-                        confidences = gr.Label(label="Confidences", show_heading=False, elem_id="confidences")
-                        annotated = gr.Image(
-                            label="Annotated photo", format="png", interactive=False, elem_id="annotated"
-                        )
-                photo_outputs = [verdict, confidences, annotated]
-                damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False)
-                with gr.Accordion("Raw JSON", open=False):
-                    photo_json = gr.JSON(label="Result")
-                photo_outputs += [damages, photo_json]
-                if examples:
-                    gr.Examples(
-                        examples=examples,
-                        inputs=photo,
-                        outputs=photo_outputs,
-                        fn=app.analyze_example,
-                        cache_examples=True,
-                        cache_mode="lazy",
-                        examples_per_page=12,
-                        elem_id="photo-examples",
-                    )
+                photo_tab(service, examples or [])
             with gr.Tab("Zip of photos", id="zip"):
-                with gr.Row():
-                    with gr.Column():
-                        archive = gr.File(
-                            label="Zip of photos", file_types=[".zip"], type="filepath", elem_id="zip-input"
-                        )
-                        zip_controls = threshold_controls(app.settings, open_=False)
-                        zip_button = gr.Button("Analyze zip", variant="primary")
-                    with gr.Column():
-                        results = gr.File(label="Results (zip)", interactive=False, elem_id="zip-results")
-                        zip_summary = gr.Markdown(elem_id="zip-summary")
-                gallery = gr.Gallery(label="First annotated photos", columns=4, height="auto", elem_id="gallery")
-                report = gr.Dataframe(headers=ZIP_HEADERS, label="Per-photo report", interactive=False, wrap=True)
-                with gr.Accordion("Summary (JSON)", open=False):
-                    zip_json = gr.JSON(label="Summary")
-        with gr.Accordion("Models in use", open=False):
-            models = gr.Markdown(models_markdown(app.status, done=False))
-
-        photo_button.click(
-            app.analyze_image,
-            inputs=[photo, *photo_controls],
-            outputs=photo_outputs,
-            api_name="analyze_image",
-            concurrency_id="photo",
-            concurrency_limit=1,
-        )
-        zip_button.click(
-            app.analyze_zip,
-            inputs=[archive, *zip_controls],
-            outputs=[results, zip_summary, report, gallery, zip_json],
-            api_name="analyze_zip",
-            concurrency_id="zip",
-            concurrency_limit=1,
-        )
-        demo.load(
-            app.model_report, outputs=[banner, models], api_visibility="private", concurrency_limit=None, queue=False
-        )
+                zip_tab(service)
+        demo.load(service.model_report, **models_panel(service, banner))
     # Photos and zips run side by side (one each: 2 vCPUs); at most QUEUE_SIZE requests wait.
     return demo.queue(default_concurrency_limit=1, max_size=QUEUE_SIZE)
 
@@ -465,6 +536,7 @@ CSS = """
 LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_SIZE,
     "footer_links": ["api", "gradio", "settings"],
+    "run_history": False,  # a run history would keep visitors' photos (licence plates) in their browsers
     "css": CSS,
 }
 
@@ -478,17 +550,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-demo = build_demo()
-
-
 def main(argv: list[str] | None = None) -> None:
+    """The Space: the settings of --models or the env, the examples (with EXAMPLES_REPO's), models loading in
+    the background while the server starts."""
     global demo
     args = parse_args(argv)
-    if args.models:
-        demo = build_demo(pipeline.Settings.from_env(args.models))
-    demo.car_damage_app.status.start()  # load the models while the server starts
+    service = CarDamageApp(pipeline.Settings.from_env(args.models))
+    repo = fetch_examples_repo(EXAMPLES_REPO)
+    demo = create_demo(service, find_examples([EXAMPLES_DIR, *([repo] if repo else [])]))
+    service.status.start()
     demo.launch(share=args.share or None, server_name=args.host, server_port=args.port, **LAUNCH_OPTIONS)
 
+
+# What `gradio app.py` and Spaces look for; `python app.py` rebuilds it in main() with --models and EXAMPLES_REPO.
+demo = create_demo(CarDamageApp(pipeline.Settings.from_env()), find_examples([EXAMPLES_DIR]))
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

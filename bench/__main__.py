@@ -12,27 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import psutil
 
 from pipeline import Analysis, Settings, analyze, analyze_batch, load_models, process_zip
-from pipeline.decode import load_image
-from tests import tiny_models
+from pipeline.decode import load_photo
+from pipeline.testing import instance_drift
 
+from .common import DEFAULT_MODEL_DIR, ROOT, calibration_photos, machine, percentile, zip_of
+from .common import photos as photos_of
 from .models import SHARED_IMAGENET, bench_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_PHOTOS = ROOT.parent / "shared" / "data" / "vds-severity"
 DAMAGE_CLASSIFIER = ROOT / "models" / "offline" / "damage-classifier"
 OFFLINE_SEGMENTER = ROOT / "models" / "offline" / "segmenter" / "best.pt"
 
@@ -43,47 +40,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zip-photos", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here")
-    parser.add_argument("--model-dir", type=Path, default=Path.home() / ".cache" / "car-damage" / "bench-models")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     args = parser.parse_args(argv)
 
     base, origin = bench_settings(args.model_dir)
-    naive = replace(base, precision="fp32", seg_backend="torch", cascade=False, batch_size=1)
+    naive = replace(base.with_models(precision="fp32", seg_backend="torch"), cascade=False, batch_size=1)
     fast = replace(base, cascade=False, batch_size=args.batch_size)
-    photos, photo_source = _photos(args.photos)
+    photos, photo_source = photos_of(args.photos)
     print(f"models: {origin}\nphotos: {len(photos)} from {photo_source}", file=sys.stderr)
 
-    figures: dict[str, object] = {"machine": _machine(), "models": origin, "photos": photo_source}
+    figures: dict[str, object] = {"machine": machine(), "models": origin, "photos": photo_source}
     # The fast pipeline first, in a process holding only its own models (the zip's RSS is then its own).
     _load_and_warm(fast, photos[0])
     fast_single, fast_results = _single(fast, photos, warm_up=True)
     fast_batch = _batched(fast, photos)
     with tempfile.TemporaryDirectory() as tmp:
-        source = _zip_of(photos, args.zip_photos, Path(tmp) / "photos.zip")
+        source = zip_of(photos, args.zip_photos, Path(tmp) / "photos.zip")
         fast_zip = _zip_run(fast, source, Path(tmp) / "fast")
-        calibrated = replace(fast, calibration_photos=_calibration_photos(photos, Path(tmp) / "calibration"))
+        calibrated = fast.with_models(calibration_photos=calibration_photos(photos, Path(tmp) / "calibration"))
         _load_and_warm(calibrated, photos[0])  # the int8 segmenter: calibrated once, cached
         calibrated_single, calibrated_results = _single(calibrated, photos, warm_up=False)
         calibrated_batch = _batched(calibrated, photos)
         calibrated_zip = _zip_run(calibrated, source, Path(tmp) / "calibrated")
-        figures |= _trained_segmenter_drift(photos, calibrated.calibration_photos)
+        figures |= _trained_segmenter_drift(photos, calibrated.models.calibration_photos)
         naive_single, naive_results = _single(naive, photos, warm_up=False)
         naive_zip = _zip_run(naive, source, Path(tmp) / "naive")
     figures |= {
-        "p50_ms_single": _p(fast_single, 50),
-        "p95_ms_single": _p(fast_single, 95),
-        "p50_ms_batch": _p(fast_batch, 50),
-        "p95_ms_batch": _p(fast_batch, 95),
-        "naive_p50_ms_single": _p(naive_single, 50),
-        "naive_p95_ms_single": _p(naive_single, 95),
+        "p50_ms_single": percentile(fast_single, 50),
+        "p95_ms_single": percentile(fast_single, 95),
+        "p50_ms_batch": percentile(fast_batch, 50),
+        "p95_ms_batch": percentile(fast_batch, 95),
+        "naive_p50_ms_single": percentile(naive_single, 50),
+        "naive_p95_ms_single": percentile(naive_single, 95),
     }
     figures["speedup_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_batch"], 2)
     figures["speedup_single_vs_naive"] = round(figures["naive_p50_ms_single"] / figures["p50_ms_single"], 2)
     figures |= _agreement(naive_results, fast_results)
     figures["int8_segmenter"] = {
-        "p50_ms_single": _p(calibrated_single, 50),
-        "p50_ms_batch": _p(calibrated_batch, 50),
-        "p95_ms_batch": _p(calibrated_batch, 95),
-        "speedup_vs_naive": round(figures["naive_p50_ms_single"] / _p(calibrated_batch, 50), 2),
+        "p50_ms_single": percentile(calibrated_single, 50),
+        "p50_ms_batch": percentile(calibrated_batch, 50),
+        "p95_ms_batch": percentile(calibrated_batch, 95),
+        "speedup_vs_naive": round(figures["naive_p50_ms_single"] / percentile(calibrated_batch, 50), 2),
         "zip_photos_per_s": calibrated_zip["photos_per_s"],
         "peak_rss_mb": calibrated_zip["peak_rss_mb"],
         **_agreement(naive_results, calibrated_results),
@@ -174,21 +171,21 @@ def _cold_start(settings: Settings, photo_path) -> float:
     code = (
         "import sys, time; t = time.perf_counter()\n"
         "from pipeline import Settings, load_models, analyze\n"
-        "s = Settings.from_env().with_overrides(precision=sys.argv[1], seg_backend=sys.argv[2])\n"
+        "s = Settings.from_env().with_models(precision=sys.argv[1], seg_backend=sys.argv[2])\n"
         "assert not any(load_models(s).values())\n"
         "analyze(sys.argv[3], s)\n"
         "print(time.perf_counter() - t)\n"
     )
     env = os.environ | {
-        "CAR_MODEL": settings.car_model.id,
-        "DAMAGE_MODEL": settings.damage_model.id,
-        "SEG_MODEL": settings.seg_model.id,
+        "CAR_MODEL": settings.models.car.id,
+        "DAMAGE_MODEL": settings.models.damage.id,
+        "SEG_MODEL": settings.models.segmenter.id,
     }
     if not isinstance(photo_path, (str, Path)):
         return float("nan")
     began = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", code, settings.precision, settings.seg_backend, str(photo_path)],
+        [sys.executable, "-c", code, settings.models.precision, settings.models.seg_backend, str(photo_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -208,26 +205,7 @@ def _agreement(exact: list[Analysis], fast: list[Analysis]) -> dict[str, object]
     return {
         "verdicts_same_as_fp32": f"{sum(same)}/{len(same)}",
         "max_score_change_vs_fp32": round(max(drift), 4),
-        **_instance_drift([a.detections for a in exact], [b.detections for b in fast]),
-    }
-
-
-def _instance_drift(exact: list[tuple], fast: list[tuple]) -> dict[str, object]:
-    """The mask IoU of matched instances: pairs of the same class matched one to one, best IoU first, at
-    IoU >= 0.5 (as mAP matches). Instances left without a partner are counted on each side: they are drift
-    in *what* is found, which a mask IoU of 0 would mix up with drift in *where*."""
-    ious, only_exact, only_fast = [], 0, 0
-    for a, b in zip(exact, fast):
-        matched = _match_instances(a, b)
-        ious += matched
-        only_exact += len(a) - len(matched)
-        only_fast += len(b) - len(matched)
-    return {
-        "mask_iou_vs_fp32_min": round(min(ious), 3) if ious else None,
-        "mask_iou_vs_fp32_mean": round(float(np.mean(ious)), 3) if ious else None,
-        "matched_instances": len(ious),
-        "instances_only_in_fp32": only_exact,
-        "instances_only_in_fast": only_fast,
+        **instance_drift([a.detections for a in exact], [b.detections for b in fast]),
     }
 
 
@@ -241,30 +219,15 @@ def _trained_segmenter_drift(photos: list, calibration: Path) -> dict[str, objec
     from pipeline.segment import Segmenter
 
     ref, size = ModelRef(str(OFFLINE_SEGMENTER)), 512
-    images = [load_image(p) for p in photos]
-    exact = Segmenter(ref, "fp32", "torch").detect(images, 0.25, 0.5, size)
+    images = [load_photo(p) for p in photos]
+    exact = Segmenter(ref, "fp32", "torch", image_size=size).detect(images, 0.25, 0.5)
     figures = {}
     for name, segmenter in (
         ("fast", Segmenter(ref, "auto", "auto", image_size=size)),
         ("int8", Segmenter(ref, "int8", "openvino", calibration, size)),
     ):
-        figures[f"real_segmenter_{name}"] = _instance_drift(exact, segmenter.detect(images, 0.25, 0.5, size))
+        figures[f"real_segmenter_{name}"] = instance_drift(exact, segmenter.detect(images, 0.25, 0.5))
     return figures
-
-
-def _match_instances(exact: tuple, fast: tuple, least_iou: float = 0.5) -> list[float]:
-    """IoUs of one-to-one matched instance pairs (same label), greedily by IoU."""
-    pairs = sorted(
-        ((_iou(d.mask, o.mask), i, j) for i, d in enumerate(exact) for j, o in enumerate(fast) if d.label == o.label),
-        reverse=True,
-    )
-    used_exact, used_fast, ious = set(), set(), []
-    for iou, i, j in pairs:
-        if iou >= least_iou and i not in used_exact and j not in used_fast:
-            used_exact.add(i)
-            used_fast.add(j)
-            ious.append(iou)
-    return ious
 
 
 def _real_model_agreement(photos: list) -> dict[str, object]:
@@ -277,11 +240,11 @@ def _real_model_agreement(photos: list) -> dict[str, object]:
     from pipeline.damage import DamageCheck
 
     others = sorted((ROOT.parent / "shared" / "data" / "imagenet-sample").glob("*.jpg"))[:: 700 // len(photos)]
-    images = [load_image(p) for p in [*photos, *others]]
-    figures = _trained_drift("car", CarCheck, SHARED_IMAGENET, images, Settings().car_threshold)
+    images = [load_photo(p).image for p in [*photos, *others]]
+    figures = _trained_drift("car", CarCheck, SHARED_IMAGENET, images, Settings().thresholds.car)
     if DAMAGE_CLASSIFIER.is_dir():
         figures |= _trained_drift(
-            "damage", DamageCheck, DAMAGE_CLASSIFIER, images[: len(photos)], Settings().damage_threshold
+            "damage", DamageCheck, DAMAGE_CLASSIFIER, images[: len(photos)], Settings().thresholds.damage
         )
     return figures
 
@@ -296,72 +259,6 @@ def _trained_drift(role: str, check: type, folder: Path, images: list, threshold
     return {
         f"real_{role}_verdicts_same_as_fp32": f"{same}/{len(images)}",
         f"real_{role}_max_score_change": round(drift, 4),
-    }
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.logical_and(a, b).sum()) / max(1.0, float(np.logical_or(a, b).sum()))
-
-
-# ---------------------------------------------------------------- inputs and output
-
-
-def _photos(count: int) -> tuple[list, str]:
-    files = sorted(SHARED_PHOTOS.glob("*/*/*.jpg"))
-    if files:
-        step = max(1, len(files) // count)
-        return files[::step][:count], "../shared/data/vds-severity (damaged cars)"
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    photos = []
-    folder = Path(tempfile.mkdtemp(prefix="bench-photos-"))
-    for i in range(count):
-        small = rng.integers(0, 256, size=(30, 40, 3), dtype=np.uint8)
-        path = folder / f"generated_{i}.jpg"
-        Image.fromarray(small).resize((800, 600), Image.BILINEAR).save(path, quality=90)
-        photos.append(path)
-    return photos, "generated 800x600 photos (../shared absent)"
-
-
-def _calibration_photos(photos: list, folder: Path) -> Path:
-    """A folder of 16 other photos of the same set (none of the measured ones) to calibrate the int8 segmenter."""
-    folder.mkdir(parents=True)
-    files = sorted(SHARED_PHOTOS.glob("*/*/*.jpg"))
-    others = [f for f in files if f not in set(photos)][:: max(1, len(files) // 16)][:16]
-    for i, source in enumerate(others):
-        (folder / f"{i:02d}.jpg").symlink_to(source)
-    if not others:  # ../shared absent: generated photos, like the measured ones
-        for i in range(16):
-            tiny_models.photo(800, 600, seed=1000 + i).save(folder / f"{i:02d}.jpg", quality=90)
-    return folder
-
-
-def _zip_of(photos: list[Path], count: int, path: Path) -> Path:
-    with zipfile.ZipFile(path, "w") as archive:
-        for i in range(count):
-            source = photos[i % len(photos)]
-            archive.write(source, f"{i:04d}_{Path(source).name}")
-    return path
-
-
-def _p(values: list[float], q: int) -> float:
-    return round(float(np.percentile(values, q)), 1)
-
-
-def _machine() -> dict[str, object]:
-    import torch
-
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30),
-        "avx512_bf16": "avx512_bf16" in flags,
-        "amx": "amx_tile" in flags,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
     }
 
 

@@ -54,20 +54,20 @@ class Sample:
 def make_inputs(folder: Path) -> tuple[list[Path], list[Path]]:
     """A few phone-like photos and small zips (5 photos + 1 broken file each)."""
     sys.path.insert(0, str(ROOT))
-    from tests import tiny_models
+    from pipeline import testing
 
     folder.mkdir(parents=True, exist_ok=True)
     photos = []
     for i, size in enumerate([(640, 480), (480, 640), (800, 600), (320, 240), (1024, 768)]):
         path = folder / f"photo_{i}.jpg"
-        path.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(*size, seed=i)))
+        path.write_bytes(testing.jpeg_bytes(testing.photo(*size, seed=i)))
         photos.append(path)
     zips = []
     for z in range(3):
         path = folder / f"claim_{z}.zip"
         with zipfile.ZipFile(path, "w") as archive:
             for i in range(5):
-                archive.writestr(f"car/{i}.jpg", tiny_models.jpeg_bytes(tiny_models.photo(400, 300, seed=10 * z + i)))
+                archive.writestr(f"car/{i}.jpg", testing.jpeg_bytes(testing.photo(400, 300, seed=10 * z + i)))
             archive.writestr("broken.jpg", b"\xff\xd8\xff not a whole photo")
         zips.append(path)
     return photos, zips
@@ -77,11 +77,11 @@ def tiny_profile(folder: Path) -> Path:
     """The tests' tiny offline models (random weights, real label names) and a profile naming them."""
     sys.path.insert(0, str(ROOT))
     os.environ.update(OFFLINE_ENV)
-    from tests import tiny_models
+    from pipeline import testing
 
-    car = tiny_models.vit_classifier(folder / "car", tiny_models.IMAGENET_STYLE_LABELS, favour="sports car")
-    damage = tiny_models.vit_classifier(folder / "damage", ["whole", "damaged"], favour="damaged")
-    seg = tiny_models.yolo_seg(folder / "seg", ["dent", "scratch"])
+    car = testing.vit_classifier(folder / "car", testing.IMAGENET_STYLE_LABELS, favour="sports car")
+    damage = testing.vit_classifier(folder / "damage", ["whole", "damaged"], favour="damaged")
+    seg = testing.yolo_seg(folder / "seg", ["dent", "scratch"])
     profile = folder / "tiny.toml"
     profile.write_text(f'[car]\nmodel = "{car}"\n[damage]\nmodel = "{damage}"\n[segmenter]\nmodel = "{seg}"\n')
     return profile

@@ -9,9 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline import ModelRef, Settings
+from pipeline import (
+    ModelRef,
+    ModelSet,
+    Settings,
+    testing,  # the same random-model builders as the tests, at full size
+)
 from pipeline.settings import DEFAULT_CAR_MODEL, DEFAULT_DAMAGE_MODEL, DEFAULT_SEG_MODEL
-from tests import tiny_models  # the same random-model builders as the tests, at full size
 
 CARDD_CLASSES = ["dent", "scratch", "crack", "glass shatter", "lamp broken", "tire flat"]
 SHARED_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "models" / "imagenet-efficientnet-lite0"
@@ -33,9 +37,8 @@ def bench_settings(model_dir: Path) -> tuple[Settings, dict[str, str]]:
             refs[role], origin[role] = ModelRef(str(build(model_dir))), "random init (same architecture)"
     # Up to 6 instances a photo, as the real CarDD model finds on a damaged car; the random-init
     # segmenter would otherwise return either none or max_det (50) near-identical candidates.
-    settings = Settings(
-        car_model=refs["car"], damage_model=refs["damage"], seg_model=refs["segmenter"], max_detections=6
-    )
+    models = ModelSet(car=refs["car"], damage=refs["damage"], segmenter=refs["segmenter"])
+    settings = Settings(models=models, max_detections=6)
     return settings, origin
 
 
@@ -79,7 +82,7 @@ def _vit_b16(model_dir: Path) -> Path:
 def _clip_b32(model_dir: Path) -> Path:
     folder = model_dir / "clip-vit-b32"
     if not (folder / "config.json").is_file():
-        tiny_models.clip_model(folder, full_size=True)  # text runs once at load: its vocabulary doesn't matter
+        testing.clip_model(folder, full_size=True)  # text runs once at load: its vocabulary doesn't matter
     return folder
 
 
@@ -88,4 +91,4 @@ def _yolov8s_seg(model_dir: Path) -> Path:
     if weights.is_file():
         return weights
     # bias 1.0: plenty of confident 'dent' candidates, so the mask stage does real work (max_detections caps them)
-    return tiny_models.yolo_seg(weights.parent, CARDD_CLASSES, scale="s", first_class_bias=1.0)
+    return testing.yolo_seg(weights.parent, CARDD_CLASSES, scale="s", first_class_bias=1.0)

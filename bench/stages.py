@@ -12,48 +12,48 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.car import CarCheck
 from pipeline.damage import DamageCheck
-from pipeline.decode import load_image
-from pipeline.models import clear_cache
+from pipeline.decode import load_photo
+from pipeline.hub import clear_cache
 from pipeline.segment import Segmenter
 
-from .__main__ import _calibration_photos, _photos
+from .common import DEFAULT_MODEL_DIR, calibration_photos, photos
 from .models import bench_settings
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=Path.home() / ".cache" / "car-damage" / "bench-models")
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
     settings, origin = bench_settings(args.model_dir)
-    paths, source = _photos(8)
-    photos = [load_image(p) for p in paths]
+    paths, source = photos(8)
+    decoded = [load_photo(p) for p in paths]
+    images = [photo.image for photo in decoded]
     keep = tempfile.TemporaryDirectory(prefix="bench-calibration-")  # removed when the run ends
-    calibration = _calibration_photos(paths, Path(keep.name) / "photos")
-    print(f"models: {origin}\nphotos: {len(photos)} from {source}\n")
-    settings = replace(settings, calibration_photos=calibration)
+    calibration = calibration_photos(paths, Path(keep.name) / "photos")
+    print(f"models: {origin}\nphotos: {len(images)} from {source}\n")
+    settings = settings.with_models(calibration_photos=calibration)
     runs: dict[str, Callable[[], object]] = {}
     for precision in ("fp32", "torch-int8", "int8"):
         car, damage = _classifiers(settings, precision)
-        runs[f"car check ViT-B/16, {precision}"] = lambda car=car: car.probabilities(photos)
-        runs[f"damage check CLIP B/32, {precision}"] = lambda damage=damage: damage.probabilities(photos)
+        runs[f"car check ViT-B/16, {precision}"] = lambda car=car: car.probabilities(images)
+        runs[f"damage check CLIP B/32, {precision}"] = lambda damage=damage: damage.probabilities(images)
     for label, segmenter in (
-        ("segmenter YOLOv8s-seg, PyTorch fp32", Segmenter(settings.seg_model, "fp32", "torch")),
-        ("segmenter YOLOv8s-seg, OpenVINO f32", Segmenter(settings.seg_model, "int8", "openvino")),
-        ("segmenter YOLOv8s-seg, OpenVINO int8", Segmenter(settings.seg_model, "int8", "openvino", calibration)),
+        ("segmenter YOLOv8s-seg, PyTorch fp32", Segmenter(settings.models.segmenter, "fp32", "torch")),
+        ("segmenter YOLOv8s-seg, OpenVINO f32", Segmenter(settings.models.segmenter, "int8", "openvino")),
+        ("segmenter YOLOv8s-seg, OpenVINO int8", Segmenter(settings.models.segmenter, "int8", "openvino", calibration)),
     ):
-        runs[label] = lambda s=segmenter: s.detect(photos, 0.25, 0.5, 640, 6)
+        runs[label] = lambda s=segmenter: s.detect(decoded, 0.25, 0.5, 6)
     print("| stage | ms a photo (batches of 8) |\n|---|---|")
     for label, run in runs.items():
-        print(f"| {label} | {_ms_per_photo(run, len(photos), args.repeats):.1f} |", flush=True)
+        print(f"| {label} | {_ms_per_photo(run, len(images), args.repeats):.1f} |", flush=True)
 
 
 def _classifiers(settings, precision: str) -> tuple:
@@ -61,12 +61,14 @@ def _classifiers(settings, precision: str) -> tuple:
     OpenVINO), reached by making the OpenVINO conversion fail."""
     from unittest import mock
 
-    car = CarCheck(settings.car_model, "int8" if precision == "torch-int8" else precision)
-    damage = DamageCheck(settings.damage_model, "int8" if precision == "torch-int8" else precision)
+    car = CarCheck(settings.models.car, "int8" if precision == "torch-int8" else precision)
+    damage = DamageCheck(settings.models.damage, "int8" if precision == "torch-int8" else precision)
     with contextlib.ExitStack() as stack:
         if precision == "torch-int8":
-            stack.enter_context(mock.patch("pipeline.accel.int8_classifier", side_effect=RuntimeError("asked")))
-        loaded = car.classifier, damage.engine[0]
+            stack.enter_context(
+                mock.patch("pipeline.accel.classifiers.int8_classifier", side_effect=RuntimeError("asked"))
+            )
+        loaded = car.model, damage.model.engine
     clear_cache()  # the next precision loads its own copies (int8 and torch-int8 share a cache key)
     return loaded
 

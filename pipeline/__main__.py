@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from .archive import DirSink, Entry, ResultWriter, iter_path_entries, iter_zip_entries, process_entries
+from .batch import BatchResult, JobControl, process_inputs
 from .errors import PipelineError
-from .settings import Settings
+from .results import Status
+from .settings import PRECISIONS, Settings, Thresholds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,65 +24,73 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (see README)")
-    parser.add_argument("--car-threshold", type=float)
-    parser.add_argument("--damage-threshold", type=float)
-    parser.add_argument("--mask-threshold", type=float)
-    parser.add_argument("--always-segment", action="store_true", default=None, help="masks for undamaged cars too")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    for name, default, meta in Thresholds.controls():  # the same thresholds as the app's controls
+        if isinstance(default, bool):
+            parser.add_argument(meta["flag"], dest=name, action="store_true", default=None, help=meta["help"])
+        else:
+            parser.add_argument(meta["flag"], dest=name, type=float, metavar="P", help=f"{meta['help']} ({default})")
+    parser.add_argument("--precision", choices=PRECISIONS)
+    parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long; the rest is listed")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = [str(p) for p in args.inputs if not p.exists()]
-    if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+    problem = _usage_problem(args.inputs, args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        settings = Settings.from_env(args.models).with_overrides(
-            car_threshold=args.car_threshold,
-            damage_threshold=args.damage_threshold,
-            mask_threshold=args.mask_threshold,
-            always_segment=args.always_segment,
-            precision=args.precision,
-        )
-        writer = ResultWriter(DirSink(args.out), settings)
-        total, entries = _collect(args.inputs)
-        process_entries(entries, total, writer, settings, progress=None if args.json else _print_progress)
-        writer.finish()
+        settings = Settings.from_env(args.models)
+        settings = settings.with_thresholds(**{name: getattr(args, name) for name, _, _ in Thresholds.controls()})
+        settings = settings.with_models(precision=args.precision)
+        control = JobControl(seconds=args.time_budget)
+        progress = None if args.json else _print_progress
+        result = process_inputs(args.inputs, args.out, settings, progress, control=control)
     except (PipelineError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"results": writer.rows, "summary": writer.summary()}, indent=2, ensure_ascii=False))
-    given = args.inputs[0]
-    one_photo = len(args.inputs) == 1 and given.is_file() and given.suffix.lower() != ".zip"
-    # A file given on its own must be a photo; inside folders and zips, non-photos are merely skipped.
-    failed = [r for r in writer.rows if r["status"] in {"error", "refused"} or (one_photo and r["status"] != "ok")]
+        rows = [row.to_dict() for row in result.rows]
+        print(json.dumps({"results": rows, "summary": result.summary.to_dict()}, indent=2, ensure_ascii=False))
+    failed = _failed(result, args.inputs)
     for row in failed:
-        print(f"error: {row['file']}: {row['message']}", file=sys.stderr)
+        print(f"error: {terminal_safe(row.file)}: {terminal_safe(row.message)}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def _collect(inputs: list[Path]) -> tuple[int, Iterator[Entry]]:
-    """All entries of all inputs, lazily; zip entries are named '<zip stem>/<entry>'."""
-    counted = []
-    for path in inputs:
-        if path.is_file() and path.suffix.lower() == ".zip":
-            count, entries = iter_zip_entries(path)  # raises for a refused zip
-            counted.append((count, _prefixed(path.stem, entries)))
-        else:
-            counted.append(iter_path_entries([path]))
-    return sum(c for c, _ in counted), (entry for _, entries in counted for entry in entries)
+def _usage_problem(inputs: list[Path], out: Path) -> str:
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        return f"no such file or folder: {', '.join(map(terminal_safe, missing))}"
+    target = out.resolve()
+    inside = [p for p in inputs if p.is_dir() and target.is_relative_to(p.resolve())]
+    if inside or any(target == p.resolve() for p in inputs):
+        return f"--out {terminal_safe(str(out))} is inside an input: results would be read back as inputs"
+    return ""
 
 
-def _prefixed(prefix: str, entries: Iterator[Entry]) -> Iterator[Entry]:
-    for entry in entries:
-        yield Entry(f"{prefix}/{entry.name}", entry.data, entry.status, entry.message)
+def _failed(result: BatchResult, inputs: list[Path]):
+    """Rows that count as failures: errors and refusals; a file given on its own must also be a photo (inside
+    folders and zips, files that are not photos are merely skipped)."""
+    given = inputs[0]
+    one_photo = len(inputs) == 1 and given.is_file() and given.suffix.lower() != ".zip"
+    bad = {Status.ERROR, Status.REFUSED, Status.NOT_PROCESSED}
+    return [r for r in result.rows if r.status in bad or (one_photo and r.status != Status.OK)]
+
+
+def terminal_safe(text: str) -> str:
+    """Control characters (escape sequences, carriage returns) shown as \\xNN instead of acting on the terminal."""
+    return "".join(c if c.isprintable() or c == " " else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _print_progress(done: int, total: int, name: str) -> None:
-    print(f"[{done}/{total}] {name}", file=sys.stderr)
+    print(f"[{done}/{total}] {terminal_safe(name)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

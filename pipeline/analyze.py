@@ -1,117 +1,162 @@
-"""The cascade: car check -> damage check -> damage masks. The only module that knows the order."""
+"""The cascade: car check -> damage check (+ grade) -> damage masks (+ parts). The only module that knows the order.
+
+With ``damage_rule="classifier"`` the segmenter runs on cars the classifier judges damaged (or every car with
+``always_segment``); with the other rules it runs on every car and its best instance joins the verdict.
+Masks are shown only under a "damaged" verdict (or with ``always_segment``), so the summary never says
+"no damage" beside drawn masks; a damaged verdict with nothing to outline says so.
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from PIL import Image
-
 from .car import CarCheck
-from .damage import DamageCheck
-from .decode import ImageSource, load_image
+from .damage import DamageCheck, SeverityCheck
+from .decode import ImageSource, Photo, load_photo
 from .errors import ModelLoadError
-from .results import Analysis, Check, Detection
+from .hub import Stage
+from .parts import assign_parts
+from .results import Analysis, Check, Detection, Grade
 from .segment import Segmenter
-from .settings import ModelRef, Settings
+from .settings import ModelSet, Settings
 
 T = TypeVar("T")
-
 
 @dataclass(frozen=True)
 class Stages:
     car: CarCheck
     damage: DamageCheck
     segmenter: Segmenter
+    severity: SeverityCheck | None = None
+    parts: Segmenter | None = None
+
+    def all(self) -> dict[str, Stage]:
+        stages = {"car": self.car, "damage": self.damage, "severity": self.severity}
+        stages |= {"segmenter": self.segmenter, "parts": self.parts}
+        return {role: stage for role, stage in stages.items() if stage is not None}
 
 
 @functools.lru_cache(maxsize=8)
-def _stages(
-    car: ModelRef,
-    damage: ModelRef,
-    seg: ModelRef,
-    precision: str,
-    seg_backend: str,
-    calibration: Path | None,
-    seg_image_size: int,
-) -> Stages:
-    # One Stages per model set, so every thread shares the same models and the segmenter's lock.
-    segmenter = Segmenter(seg, precision, seg_backend, calibration, seg_image_size)
-    return Stages(CarCheck(car, precision), DamageCheck(damage, precision), segmenter)
-
-
-def stages_for(settings: Settings) -> Stages:
-    return _stages(
-        settings.car_model,
-        settings.damage_model,
-        settings.seg_model,
-        settings.precision,
-        settings.seg_backend,
-        settings.calibration_photos,
-        settings.seg_image_size,
+def stages_for(models: ModelSet) -> Stages:
+    """One Stages per model set, so every thread shares the same models and the segmenter's lock."""
+    precision = models.precision
+    segmenter = Segmenter(
+        models.segmenter, precision, models.seg_backend, models.calibration_photos, models.seg_image_size
     )
+    severity = SeverityCheck(models.severity, precision) if models.severity else None
+    parts = None
+    if models.parts:
+        parts = Segmenter(models.parts, precision, models.seg_backend, None, models.part_image_size, role="parts")
+    return Stages(CarCheck(models.car, precision), DamageCheck(models.damage, precision), segmenter, severity, parts)
 
 
-def analyze(image: ImageSource, settings: Settings | None = None) -> Analysis:
+def analyze(image: ImageSource | Photo, settings: Settings | None = None) -> Analysis:
     """Analyse one photo (PIL image of any mode, path, bytes or array)."""
     return analyze_batch([image], settings)[0]
 
 
-def analyze_batch(images: Iterable[ImageSource], settings: Settings | None = None) -> list[Analysis]:
+def analyze_batch(images: Iterable[ImageSource | Photo], settings: Settings | None = None) -> list[Analysis]:
     """Analyse many photos; each classifier runs over batches. Same answers as ``analyze`` photo by photo."""
     settings = settings or Settings.from_env()
     results: list[Analysis] = []
     for chunk in _chunks(list(images), settings.batch_size):  # decode one batch at a time
-        results.extend(analyze_decoded([load_image(image, settings.max_pixels) for image in chunk], settings))
+        results.extend(analyze_photos([load_photo(image, settings.limits) for image in chunk], settings))
     return results
 
 
-def analyze_decoded(photos: Sequence[Image.Image], settings: Settings) -> list[Analysis]:
-    """The cascade over already-decoded RGB photos (one batch)."""
-    stages = stages_for(settings)
-    cars = stages.car.scores(photos, settings.car_threshold)
-    run_damage = [i for i, car in enumerate(cars) if car.positive or not settings.cascade]
-    damages: dict[int, Check] = dict(
-        zip(run_damage, stages.damage.scores([photos[i] for i in run_damage], settings.damage_threshold))
-        if run_damage
-        else ()
-    )
-    run_masks = [i for i in run_damage if damages[i].positive or settings.always_segment or not settings.cascade]
-    found = stages.segmenter.detect(
-        [photos[i] for i in run_masks],
-        conf=settings.mask_threshold,
-        iou=settings.iou_threshold,
-        image_size=settings.seg_image_size,
-        max_det=settings.max_detections,
-    )
-    detections: dict[int, tuple[Detection, ...]] = dict(zip(run_masks, found))
+def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis]:
+    """The cascade over decoded photos (one batch)."""
+    stages, thresholds = stages_for(settings.models), settings.thresholds
+    images = [photo.image for photo in photos]
+    cars = stages.car.scores(images, thresholds.car)
+    checked = [i for i, car in enumerate(cars) if car.positive or not settings.cascade]
+    assessed = dict(zip(checked, stages.damage.assess([images[i] for i in checked], thresholds.damage)))
+    classifier = {i: check for i, (check, _) in assessed.items()}
+    found = _segment(stages, photos, classifier, settings)
+    damages = {i: _verdict(classifier[i], found.get(i), settings) for i in checked}
+    shown = {i: _shown(found[i], damages[i], settings) for i in found}
+    shown = _placed(stages, photos, shown)
+    grades = _grades(stages, images, {i: g for i, (_, g) in assessed.items()}, damages)
     return [
         Analysis(
-            image=photo,
+            image=photo.image,
+            size=photo.size,
             car=cars[i],
             damage=damages.get(i),
-            detections=detections.get(i, ()),
-            segmented=i in detections,
+            detections=shown.get(i, ()),
+            segmented=i in found,
+            severity=grades.get(i),
         )
         for i, photo in enumerate(photos)
     ]
 
 
+def _segment(
+    stages: Stages, photos: Sequence[Photo], classifier: dict[int, Check], settings: Settings
+) -> dict[int, tuple[Detection, ...]]:
+    """Instances (down to the mask threshold) for the photos the rule needs the segmenter on."""
+    rule, always = settings.damage_rule, settings.thresholds.always_segment
+    wanted = [i for i, check in classifier.items() if rule != "classifier" or check.positive or always]
+    if not settings.cascade:
+        wanted = list(classifier)
+    thresholds = settings.thresholds
+    found = stages.segmenter.detect(
+        [photos[i] for i in wanted], conf=thresholds.mask, iou=thresholds.iou, max_det=settings.max_detections
+    )
+    return dict(zip(wanted, found))
+
+
+def _verdict(classifier: Check, found: tuple[Detection, ...] | None, settings: Settings) -> Check:
+    """The damage check after the rule has weighed the segmenter's best instance in."""
+    best = max((d.score for d in found or () if d.score >= settings.thresholds.mask), default=0.0)
+    score = classifier.score
+    if settings.damage_rule == "noisy_or":
+        score = 1.0 - (1.0 - score) * (1.0 - best)
+    elif settings.damage_rule == "max":
+        score = max(score, best)
+    elif settings.damage_rule == "any_mask" and best > 0:
+        score = max(score, classifier.threshold)
+    if score == classifier.score:
+        return classifier
+    top = (("damaged", score), ("whole", 1.0 - score))
+    return replace(classifier, score=score, top_labels=tuple(sorted(top, key=lambda t: -t[1])))
+
+
+def _shown(found: tuple[Detection, ...], damage: Check, settings: Settings) -> tuple[Detection, ...]:
+    """Masks are drawn under a damaged verdict, with always-segment, or with the cascade off; never otherwise."""
+    if damage.positive or settings.thresholds.always_segment or not settings.cascade:
+        return found
+    return ()
+
+
+def _placed(stages: Stages, photos: Sequence[Photo], shown: dict[int, tuple[Detection, ...]]) -> dict:
+    if stages.parts is None or not any(shown.values()):
+        return shown
+    order = list(shown)
+    placed = assign_parts(stages.parts, [photos[i] for i in order], [shown[i] for i in order])
+    return dict(zip(order, placed))
+
+
+def _grades(
+    stages: Stages, images: Sequence, one_pass: dict[int, Grade | None], damages: dict[int, Check]
+) -> dict[int, Grade | None]:
+    """The grade of each photo judged damaged: from the severity model when there is one, else from the damage
+    model's own grade labels (one pass), else none."""
+    damaged = [i for i, check in damages.items() if check.positive]
+    if stages.severity is not None and damaged:
+        return dict(zip(damaged, stages.severity.grades([images[i] for i in damaged])))
+    return {i: one_pass.get(i) for i in damaged}
+
+
 def load_models(settings: Settings) -> dict[str, ModelLoadError | None]:
-    """Load (and cache) all three models now; the error of each one that cannot be loaded."""
-    stages = stages_for(settings)
-    loaders = {
-        "car": lambda: stages.car.classifier,
-        "damage": lambda: stages.damage.engine,
-        "segmenter": lambda: stages.segmenter.model,
-    }
+    """Load (and cache) every model of the set now; the error of each one that cannot be loaded."""
     problems: dict[str, ModelLoadError | None] = {}
-    for role, load in loaders.items():
+    for role, stage in stages_for(settings.models).all().items():
         try:
-            load()
+            stage.model  # noqa: B018 - loading is the point
             problems[role] = None
         except ModelLoadError as exc:
             problems[role] = exc

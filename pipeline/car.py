@@ -6,11 +6,9 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from .classify import ImageClassifier, label_ids
-from .errors import UnsupportedLabelsError
-from .models import load_error, load_once, resolve_folder
+from .classify import ImageClassifier, label_ids, load_classifier
+from .hub import Stage
 from .results import Check
-from .settings import ModelRef
 
 # ImageNet-1k classes (first synonym of each label) whose probabilities add up to P(car).
 # Whole cars: every passenger-car body style ImageNet has, plus vans, pickups and light utility
@@ -43,33 +41,24 @@ def _is_car_label(label: str) -> bool:
     return bool(words & _POSITIVE_WORDS) and not words & _NEGATIVE_WORDS
 
 
-class CarCheck:
-    """Loads lazily; ``scores`` gives one Check per image."""
+class CarCheck(Stage):
+    """P(car) per photo; the model loads lazily, once."""
 
     role = "car"
 
-    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
-        self.ref, self.precision = ref, precision
+    def __init__(self, ref, precision: str = "auto") -> None:
+        super().__init__(ref)
+        self.precision = precision
 
     @property
-    def classifier(self) -> ImageClassifier:
-        return load_once(self.role, self.ref, self.precision, self._load)
+    def variant(self) -> str:
+        return self.precision
 
     def _load(self) -> ImageClassifier:
-        folder = resolve_folder(self.role, self.ref)
-        try:
-            classifier = ImageClassifier.from_folder(folder, self.precision)
-        except Exception as exc:
-            raise load_error(self.role, self.ref, exc) from exc
-        if not car_label_ids(classifier.id2label):
-            labels = ", ".join(list(classifier.id2label.values())[:6])
-            raise UnsupportedLabelsError(
-                "car", str(self.ref), "CAR_MODEL", f"none of its labels means 'car' (labels: {labels})"
-            )
-        return classifier
+        return load_classifier(self.role, self.ref, self.precision, car_label_ids, "none of its labels means 'car'")
 
     def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
-        classifier = self.classifier
+        classifier = self.model
         ids = car_label_ids(classifier.id2label)
         probabilities = classifier.probabilities(images)
         return [Check(min(1.0, float(row[ids].sum())), threshold, classifier.top_labels(row)) for row in probabilities]

@@ -14,7 +14,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import inference_forward
+from .accel import inference_forward
+from .errors import UnsupportedLabelsError
+from .hub import load_error, resolve_folder
+from .settings import ENV_VARS, ModelRef
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +46,8 @@ class ImageClassifier:
     @torch.inference_mode()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over the model's labels, one row per image, float32."""
+        if not images:
+            return np.zeros((0, len(self.id2label)), dtype=np.float32)
         inputs = self.processor(images=list(images), return_tensors="pt")
         logits = self.forward(inputs["pixel_values"].to(self.dtype))
         return logits.float().softmax(dim=-1).numpy()
@@ -68,3 +73,22 @@ def normalize_label(label: str) -> str:
 
 def label_ids(id2label: dict[int, str], predicate) -> list[int]:
     return [i for i, label in sorted(id2label.items()) if predicate(normalize_label(label))]
+
+
+def load_classifier(
+    role: str, ref: ModelRef, precision: str, mapped: Callable[[dict[int, str]], object], refusal: str
+) -> ImageClassifier:
+    """A stage's classifier, refused (with its labels named) when ``mapped(id2label)`` finds nothing to use."""
+    folder = resolve_folder(role, ref)
+    try:
+        classifier = ImageClassifier.from_folder(folder, precision)
+    except Exception as exc:
+        raise load_error(role, ref, exc) from exc
+    if not mapped(classifier.id2label):
+        raise unsupported_labels(role, ref, classifier.id2label, refusal)
+    return classifier
+
+
+def unsupported_labels(role: str, ref: ModelRef, id2label: dict[int, str], refusal: str) -> UnsupportedLabelsError:
+    labels = ", ".join(list(id2label.values())[:6])
+    return UnsupportedLabelsError(role, str(ref), ENV_VARS[role], f"{refusal} (labels: {labels})")

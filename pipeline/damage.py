@@ -1,4 +1,5 @@
-"""Damage check: P(damaged) from a fine-tuned classifier, or zero-shot from a CLIP-style model."""
+"""Damage check and grade: P(damaged) and minor / moderate / severe, from a fine-tuned classifier, zero-shot from a
+CLIP-style model, or (the grade) from a separate severity classifier."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .classify import ImageClassifier, example_pixels, label_ids
-from .errors import UnsupportedLabelsError
-from .models import inference_forward, load_error, load_once, resolve_folder
-from .results import Check
-from .settings import ModelRef
+from .accel import inference_forward
+from .classify import ImageClassifier, example_pixels, label_ids, load_classifier, unsupported_labels
+from .hub import Stage, load_error, resolve_folder
+from .results import GRADES, Check, Grade
 
 # Zero-shot prompts, averaged per class (prompt ensembling): several phrasings of each side make
 # the answer less sensitive to the wording and cover close-ups as well as whole-car views.
@@ -36,11 +36,28 @@ WHOLE_PROMPTS = (
     "a close-up photo of smooth, undamaged car paint",
     "a photo of a car parked on the street",
 )
-ZERO_SHOT_LABELS = ("whole", "damaged")
+GRADE_PROMPTS = {
+    "minor": (
+        "a photo of a car with a small scratch",
+        "a photo of a car with a minor dent",
+        "a close-up photo of light scratches on car paint",
+    ),
+    "moderate": (
+        "a photo of a car with a large dent",
+        "a photo of a car with a dented and scratched panel",
+        "a photo of a car with a cracked bumper",
+    ),
+    "severe": (
+        "a photo of a badly wrecked car",
+        "a photo of a car crushed in a crash",
+        "a photo of a car with a smashed front end",
+    ),
+}
+ZERO_SHOT_LABELS = ("whole", "damaged", *GRADES)
 
 _DAMAGED_WORDS = {
     "damaged", "damage", "dent", "dented", "dents", "scratch", "scratched", "scratches", "crack", "cracked",
-    "broken", "crash", "crashed", "wrecked", "shattered", "accident", "minor", "moderate", "severe",
+    "broken", "crash", "crashed", "wrecked", "shattered", "accident", *GRADES,
 }  # fmt: skip
 _WHOLE_WORDS = {"whole", "undamaged", "intact", "clean", "good", "normal", "ok", "fine", "pristine"}
 _NEGATION_WORDS = {"no", "not", "non", "without"}
@@ -58,17 +75,23 @@ def damage_label_ids(id2label: dict[int, str]) -> tuple[list[int], list[int]]:
     return damaged, whole
 
 
+def grade_label_ids(id2label: dict[int, str]) -> dict[str, list[int]]:
+    """grade -> label ids ('01-minor' is minor); empty when the labels carry no grades."""
+    grades = {grade: label_ids(id2label, lambda lab, g=grade: g in _words(lab)) for grade in GRADES}
+    return grades if all(grades.values()) else {}
+
+
 def _words(label: str) -> set[str]:
     return set(label.split())
 
 
 @dataclass(frozen=True, eq=False)
 class ZeroShotClassifier:
-    """CLIP-style model with the class text embeddings computed once, at load."""
+    """CLIP-style model with the class text embeddings (ZERO_SHOT_LABELS) computed once, at load."""
 
     image_features: Callable[[torch.Tensor], torch.Tensor]  # pixels -> projected embeddings (PyTorch or OpenVINO)
     processor: object
-    class_embeddings: torch.Tensor  # (2, D), L2-normalised, order of ZERO_SHOT_LABELS
+    class_embeddings: torch.Tensor  # (5, D), L2-normalised, order of ZERO_SHOT_LABELS
     logit_scale: float
     dtype: torch.dtype
 
@@ -78,14 +101,18 @@ class ZeroShotClassifier:
 
         model = AutoModel.from_pretrained(folder).eval()
         processor = AutoProcessor.from_pretrained(folder)
+        prompt_sets = (WHOLE_PROMPTS, DAMAGED_PROMPTS, *(GRADE_PROMPTS[g] for g in GRADES))
         with torch.inference_mode():  # the text side runs once, in fp32, before the model is made fast
-            embeddings = [_text_class_embedding(model, processor, p) for p in (WHOLE_PROMPTS, DAMAGED_PROMPTS)]
+            embeddings = [_text_class_embedding(model, processor, p) for p in prompt_sets]
         scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
         forward, dtype = inference_forward(lambda: model, _image_features, precision, folder, example_pixels(processor))
         return cls(forward, processor, torch.stack(embeddings), scale, dtype)
 
     @torch.inference_mode()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Softmax over ZERO_SHOT_LABELS; renormalised over any two of them it is their own 2-way softmax."""
+        if not images:
+            return np.zeros((0, len(ZERO_SHOT_LABELS)), dtype=np.float32)
         pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.dtype)
         features = self.image_features(pixels).float()
         features = torch.nn.functional.normalize(features, dim=-1)
@@ -118,39 +145,89 @@ def _is_zero_shot(folder: Path) -> bool:
     return hasattr(config, "text_config") and hasattr(config, "vision_config")
 
 
-class DamageCheck:
+@dataclass(frozen=True, eq=False)
+class ClassMap:
+    """A loaded model and which of its outputs mean what."""
+
+    engine: ImageClassifier | ZeroShotClassifier
+    damaged: list[int]
+    whole: list[int]
+    grades: dict[str, list[int]]  # grade -> ids; empty when the model cannot grade
+
+
+ZERO_SHOT_MAP = {"damaged": [1], "whole": [0], "grades": {g: [2 + i] for i, g in enumerate(GRADES)}}
+
+
+class DamageCheck(Stage):
+    """P(damaged) per photo, and the grade when the model's labels carry one (one pass)."""
+
     role = "damage"
 
-    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
-        self.ref, self.precision = ref, precision
+    def __init__(self, ref, precision: str = "auto") -> None:
+        super().__init__(ref)
+        self.precision = precision
 
     @property
-    def engine(self) -> tuple[ImageClassifier | ZeroShotClassifier, list[int], list[int]]:
-        return load_once(self.role, self.ref, self.precision, self._load)
+    def variant(self) -> str:
+        return self.precision
 
-    def _load(self) -> tuple[ImageClassifier | ZeroShotClassifier, list[int], list[int]]:
+    def _load(self) -> ClassMap:
         folder = resolve_folder(self.role, self.ref)
         try:
             if _is_zero_shot(folder):
-                return ZeroShotClassifier.from_folder(folder, self.precision), [1], [0]
+                return ClassMap(ZeroShotClassifier.from_folder(folder, self.precision), **ZERO_SHOT_MAP)
             classifier = ImageClassifier.from_folder(folder, self.precision)
         except Exception as exc:
             raise load_error(self.role, self.ref, exc) from exc
         damaged, whole = damage_label_ids(classifier.id2label)
         if not damaged or not whole:
-            labels = ", ".join(list(classifier.id2label.values())[:6])
-            raise UnsupportedLabelsError(
-                "damage", str(self.ref), "DAMAGE_MODEL", f"cannot tell damaged from whole labels (labels: {labels})"
-            )
-        return classifier, damaged, whole
+            raise unsupported_labels(self.role, self.ref, classifier.id2label, "cannot tell damaged from whole labels")
+        return ClassMap(classifier, damaged, whole, grade_label_ids(classifier.id2label))
 
-    def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
-        engine, damaged, whole = self.engine
-        probabilities = engine.probabilities(images)
-        checks = []
-        for row in probabilities:
-            p_damaged, p_whole = float(row[damaged].sum()), float(row[whole].sum())
+    def assess(self, images: Sequence[Image.Image], threshold: float) -> list[tuple[Check, Grade | None]]:
+        """(the damage check, the grade if the model has grades) per image."""
+        classes = self.model
+        results = []
+        for row in classes.engine.probabilities(images):
+            p_damaged, p_whole = float(row[classes.damaged].sum()), float(row[classes.whole].sum())
             score = p_damaged / max(p_damaged + p_whole, 1e-12)  # renormalise over the car-state labels
             top = (("damaged", score), ("whole", 1.0 - score))
-            checks.append(Check(score, threshold, tuple(sorted(top, key=lambda t: -t[1]))))
-        return checks
+            check = Check(score, threshold, tuple(sorted(top, key=lambda t: -t[1])))
+            results.append((check, _grade(row, classes.grades)))
+        return results
+
+    def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
+        return [check for check, _ in self.assess(images, threshold)]
+
+
+class SeverityCheck(Stage):
+    """minor / moderate / severe per photo from a classifier whose labels carry the grades."""
+
+    role = "severity"
+
+    def __init__(self, ref, precision: str = "auto") -> None:
+        super().__init__(ref)
+        self.precision = precision
+
+    @property
+    def variant(self) -> str:
+        return self.precision
+
+    def _load(self) -> ClassMap:
+        classifier = load_classifier(self.role, self.ref, self.precision, grade_label_ids, "no minor/moderate/severe")
+        return ClassMap(classifier, [], [], grade_label_ids(classifier.id2label))
+
+    def grades(self, images: Sequence[Image.Image]) -> list[Grade | None]:
+        classes = self.model
+        return [_grade(row, classes.grades) for row in classes.engine.probabilities(images)]
+
+
+def _grade(row: np.ndarray, grades: dict[str, list[int]]) -> Grade | None:
+    """The most likely grade and its probability among the grades; None when the model has none."""
+    if not grades:
+        return None
+    mass = {grade: float(row[ids].sum()) for grade, ids in grades.items()}
+    total = max(sum(mass.values()), 1e-12)
+    best = max(mass, key=mass.__getitem__)
+    return Grade(best, mass[best] / total)
+

@@ -12,15 +12,23 @@ class InputError(PipelineError):
 
 
 class NotAnImageError(InputError):
-    """The bytes are not a photo format we can decode."""
+    """The bytes are not a photo format we decode."""
+
+
+class CorruptPhotoError(NotAnImageError):
+    """The bytes start as a photo we decode, but the photo is truncated or corrupt."""
 
 
 class ImageTooLargeError(InputError):
     """The photo has more pixels than the limit (decompression-bomb guard)."""
 
 
+class ImageShapeError(InputError):
+    """The photo's aspect ratio is beyond the limit (a 40000x1 strip is no photo of a car)."""
+
+
 class UnsafeArchiveError(InputError):
-    """A zip (or one of its entries) is refused for safety: traversal, bomb, symlink, ..."""
+    """A zip (or one of its entries) is refused for safety: traversal, bomb, symlink, budget, ..."""
 
 
 class ModelLoadError(PipelineError):
@@ -36,3 +44,7 @@ class ModelLoadError(PipelineError):
 
 class UnsupportedLabelsError(ModelLoadError):
     """A classifier loaded, but its labels cannot be mapped to the check it is used for."""
+
+
+class IntegrityError(ModelLoadError):
+    """A weights file does not have the sha256 its reference names: it is not loaded (pickle runs code)."""

@@ -1,12 +1,29 @@
-"""Typed results. Library outputs (transformers, ultralytics) are converted into these at the edge."""
+"""Typed results. Library outputs (transformers, ultralytics) are converted into these at the edge.
+
+Masks are kept small (``MaskCrop``: the pixels of the mask's bounding region, at the working resolution) and
+expanded to the original photo's size only where a full-size mask is really written (COCO predictions).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+GRADES = ("minor", "moderate", "severe")
+
+
+class Status(StrEnum):
+    """What happened to one input file."""
+
+    OK = "ok"  # analysed
+    SKIPPED = "skipped"  # not a photo (a text file, system metadata): nothing was expected of it
+    REFUSED = "refused"  # refused for safety (traversal, zip bomb, nested archive, ...)
+    ERROR = "error"  # a photo that could not be analysed (corrupt, too large, failed)
+    NOT_PROCESSED = "not_processed"  # the job stopped first (time budget, client gone)
 
 
 @dataclass(frozen=True)
@@ -22,20 +39,120 @@ class Check:
         return self.score >= self.threshold
 
 
-@dataclass(frozen=True, eq=False)
-class Detection:
-    """One damage instance. ``mask`` is boolean, at the photo's original resolution (H, W)."""
+@dataclass(frozen=True)
+class Grade:
+    """How badly a car is damaged: ``label`` in GRADES and its probability among the grades."""
 
     label: str
+    score: float
+
+
+@dataclass(frozen=True, eq=False)
+class MaskCrop:
+    """An instance mask: the boolean pixels of its bounding region at the working resolution, where it sits in
+    the working image, and the original photo's size (what a full-size mask is expanded to)."""
+
+    bits: np.ndarray = field(repr=False)  # bool (h, w)
+    left: int
+    top: int
+    work_size: tuple[int, int]  # (width, height) of the working image
+    size: tuple[int, int]  # (width, height) of the original photo
+
+    @classmethod
+    def from_full(cls, full: np.ndarray, size: tuple[int, int]) -> MaskCrop | None:
+        """Crop a full working-size boolean mask to its bounding region; None when it is empty."""
+        rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+        if not len(rows):
+            return None
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        bits = np.ascontiguousarray(full[top:bottom, left:right])
+        return cls(bits, int(left), int(top), (full.shape[1], full.shape[0]), size)
+
+    @property
+    def pixels(self) -> int:
+        return int(self.bits.sum())
+
+    @property
+    def area_fraction(self) -> float:
+        """Share of the photo the mask covers."""
+        width, height = self.work_size
+        return self.pixels / float(width * height)
+
+    def paste(self, canvas: np.ndarray) -> None:
+        """OR the mask into a working-size boolean canvas."""
+        height, width = self.bits.shape
+        canvas[self.top : self.top + height, self.left : self.left + width] |= self.bits
+
+    def overlap(self, other: MaskCrop) -> int:
+        """Pixels the two masks share (same working image)."""
+        left, top = max(self.left, other.left), max(self.top, other.top)
+        right = min(self.left + self.bits.shape[1], other.left + other.bits.shape[1])
+        bottom = min(self.top + self.bits.shape[0], other.top + other.bits.shape[0])
+        if right <= left or bottom <= top:
+            return 0
+        mine = self.bits[top - self.top : bottom - self.top, left - self.left : right - self.left]
+        theirs = other.bits[top - other.top : bottom - other.top, left - other.left : right - other.left]
+        return int(np.logical_and(mine, theirs).sum())
+
+    def iou(self, other: MaskCrop) -> float:
+        shared = self.overlap(other)
+        return shared / max(1.0, float(self.pixels + other.pixels - shared))
+
+    def to_array(self) -> np.ndarray:
+        """The full-size boolean mask at the original photo's resolution (width x height bytes: use sparingly)."""
+        width, height = self.size
+        full = np.zeros((height, width), dtype=bool)
+        scale_x, scale_y = width / self.work_size[0], height / self.work_size[1]
+        left, top = round(self.left * scale_x), round(self.top * scale_y)
+        right = max(left + 1, round((self.left + self.bits.shape[1]) * scale_x))
+        bottom = max(top + 1, round((self.top + self.bits.shape[0]) * scale_y))
+        if (right - left, bottom - top) == (self.bits.shape[1], self.bits.shape[0]):
+            full[top:bottom, left:right] = self.bits
+            return full
+        region = Image.fromarray(self.bits.astype(np.uint8) * 255).resize((right - left, bottom - top), Image.BILINEAR)
+        full[top:bottom, left:right] = np.asarray(region) >= 128
+        return full
+
+
+def split_grade(label: str) -> tuple[str, str]:
+    """'minor-dent' -> ('minor', 'dent'); 'dent' -> ('', 'dent'): segmenters whose classes are grade x type."""
+    words = label.replace("_", "-").replace(" ", "-").split("-")
+    grades = [w for w in words if w.lower() in GRADES]
+    if not grades:
+        return "", label
+    rest = "-".join(w for w in words if w.lower() not in GRADES)
+    return grades[0].lower(), rest or label
+
+
+@dataclass(frozen=True, eq=False)
+class Detection:
+    """One damage instance. ``box`` is (x1, y1, x2, y2) in the original photo's pixels."""
+
+    label: str  # the segmenter's class name
     class_id: int
     score: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
-    mask: np.ndarray = field(repr=False)
+    box: tuple[float, float, float, float]
+    mask_crop: MaskCrop = field(repr=False)
+    part: str = ""  # the car part it lies on most, when a part model runs
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The full-size boolean mask at the original resolution (expanded on each call)."""
+        return self.mask_crop.to_array()
 
     @property
     def area_pct(self) -> float:
         """Mask area as a percentage of the photo."""
-        return 100.0 * float(self.mask.sum()) / float(self.mask.size)
+        return 100.0 * self.mask_crop.area_fraction
+
+    @property
+    def damage_type(self) -> str:
+        return split_grade(self.label)[1]
+
+    @property
+    def severity(self) -> str:
+        """The grade the segmenter's class carries ('minor-dent' -> 'minor'), or ''."""
+        return split_grade(self.label)[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,19 +168,18 @@ class Detection:
 class Analysis:
     """Everything ``analyze`` found in one photo.
 
-    ``damage`` is None when the cascade stopped before the damage check (no car);
-    ``segmented`` says whether the segmenter ran (an empty ``detections`` then means none found).
+    ``image`` is the working-resolution RGB copy the models saw (what the overlay is drawn on); ``size`` is the
+    original photo's (width, height), the frame of every box and area. ``damage`` is None when the cascade
+    stopped before the damage check (no car); ``segmented`` says whether the segmenter ran.
     """
 
-    image: Image.Image = field(repr=False)  # the decoded RGB photo, EXIF orientation applied
+    image: Image.Image = field(repr=False)
+    size: tuple[int, int]
     car: Check
     damage: Check | None
     detections: tuple[Detection, ...]
     segmented: bool
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.image.size
+    severity: Grade | None = None
 
     @property
     def is_car(self) -> bool:
@@ -78,26 +194,38 @@ class Analysis:
         """Share of the photo covered by the union of all damage masks."""
         if not self.detections:
             return 0.0
-        union = np.logical_or.reduce([d.mask for d in self.detections])
-        return 100.0 * float(union.sum()) / float(union.size)
+        canvas = np.zeros((self.image.height, self.image.width), dtype=bool)
+        for detection in self.detections:
+            detection.mask_crop.paste(canvas)
+        return 100.0 * float(canvas.mean())
 
     @property
     def damage_classes(self) -> list[str]:
         return sorted({d.label for d in self.detections})
 
     @property
+    def damaged_parts(self) -> list[str]:
+        return sorted({d.part for d in self.detections if d.part})
+
+    @property
     def summary(self) -> str:
-        """One friendly sentence for people."""
+        """One friendly sentence for people: the verdict, and where the damage is (or that it could not be
+        outlined), never "no damage" beside drawn masks."""
         if not self.is_car:
             return f"No car found (car confidence {self.car.score:.0%})."
         if self.damage is None:
             return "Car found; damage check not run."
-        verdict = "Damaged car" if self.is_damaged else "No damage found"
-        text = f"{verdict} (car {self.car.score:.0%}, damage {self.damage.score:.0%})."
-        if self.detections:
-            classes = ", ".join(self.damage_classes)
-            text += f" {len(self.detections)} damaged area(s): {classes}."
-        return text
+        scores = f"(car {self.car.score:.0%}, damage {self.damage.score:.0%})"
+        areas = f"{len(self.detections)} damaged area(s): {', '.join(self.damage_classes)}."
+        if self.is_damaged and self.detections:
+            return f"Damaged car {scores}. {areas}"
+        if self.is_damaged and self.segmented:
+            return f"Possibly damaged car {scores}: no damaged area over the mask threshold to outline."
+        if self.is_damaged:
+            return f"Damaged car {scores}."
+        if self.detections:  # always-segment on a car judged undamaged
+            return f"Probably undamaged car {scores}; possible {areas}"
+        return f"No damage found {scores}."
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (no pixels)."""
@@ -116,3 +244,45 @@ class Analysis:
             "damages": [d.to_dict() for d in self.detections],
             "summary": self.summary,
         }
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One input file's line of report.csv (and of the app's table): what happened, and what was found."""
+
+    file: str
+    status: Status
+    message: str = ""
+    annotated_file: str = ""
+    is_car: bool | None = None
+    car_score: float | None = None
+    is_damaged: bool | None = None
+    damage_score: float | None = None
+    damage_count: int | None = None
+    damage_classes: str = ""  # ';'-separated
+    damage_area_pct: float | None = None
+    width: int | None = None
+    height: int | None = None
+
+    @classmethod
+    def of(cls, file: str, annotated_file: str, analysis: Analysis) -> ReportRow:
+        values = analysis.to_dict()
+        return cls(
+            file=file,
+            status=Status.OK,
+            message=analysis.summary,
+            annotated_file=annotated_file,
+            damage_classes=";".join(values.pop("damage_classes")),
+            **{k: v for k, v in values.items() if k in _ANALYSIS_COLUMNS},
+        )
+
+    @property
+    def failed(self) -> bool:
+        return self.status != Status.OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"status": str(self.status)}
+
+
+REPORT_COLUMNS = tuple(ReportRow.__dataclass_fields__)
+_ANALYSIS_COLUMNS = frozenset(REPORT_COLUMNS) - {"file", "status", "message", "annotated_file", "damage_classes"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -13,12 +14,12 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-"))
 os.environ.setdefault("CAR_DAMAGE_CACHE", tempfile.mkdtemp(prefix="car-damage-cache-"))  # OpenVINO exports
-for _var in ("CAR_MODEL", "DAMAGE_MODEL", "SEG_MODEL", "MODELS_PROFILE"):
+for _var in ("CAR_MODEL", "DAMAGE_MODEL", "SEG_MODEL", "SEVERITY_MODEL", "PART_MODEL", "MODELS_PROFILE"):
     os.environ.pop(_var, None)
 
 import pytest  # noqa: E402
 
-from tests import tiny_models  # noqa: E402
+from pipeline import testing  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -31,62 +32,75 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def car_imagenet_yes(model_dir: Path) -> Path:
     """ImageNet-style labels, biased towards 'sports car': every photo is a car."""
-    return tiny_models.vit_classifier(model_dir / "car-yes", tiny_models.IMAGENET_STYLE_LABELS, favour="sports car")
+    return testing.vit_classifier(model_dir / "car-yes", testing.IMAGENET_STYLE_LABELS, favour="sports car")
 
 
 @pytest.fixture(scope="session")
 def car_imagenet_no(model_dir: Path) -> Path:
     """ImageNet-style labels, biased towards 'tench': no photo is a car."""
-    return tiny_models.vit_classifier(model_dir / "car-no", tiny_models.IMAGENET_STYLE_LABELS, favour="tench")
+    return testing.vit_classifier(model_dir / "car-no", testing.IMAGENET_STYLE_LABELS, favour="tench")
 
 
 @pytest.fixture(scope="session")
 def car_imagenet_random(model_dir: Path) -> Path:
     """ImageNet-style labels, random weights: scores vary photo by photo (batch == single)."""
-    return tiny_models.vit_classifier(model_dir / "car-random", tiny_models.IMAGENET_STYLE_LABELS, favour=None)
+    return testing.vit_classifier(model_dir / "car-random", testing.IMAGENET_STYLE_LABELS, favour=None)
 
 
 @pytest.fixture(scope="session")
 def car_binary(model_dir: Path) -> Path:
-    return tiny_models.vit_classifier(model_dir / "car-binary", ["not_car", "car"], favour="car")
+    return testing.vit_classifier(model_dir / "car-binary", ["not_car", "car"], favour="car")
 
 
 @pytest.fixture(scope="session")
 def damage_yes(model_dir: Path) -> Path:
-    return tiny_models.vit_classifier(model_dir / "damage-yes", ["whole", "damaged"], favour="damaged")
+    return testing.vit_classifier(model_dir / "damage-yes", ["whole", "damaged"], favour="damaged")
 
 
 @pytest.fixture(scope="session")
 def damage_no(model_dir: Path) -> Path:
-    return tiny_models.vit_classifier(model_dir / "damage-no", ["whole", "damaged"], favour="whole")
+    return testing.vit_classifier(model_dir / "damage-no", ["whole", "damaged"], favour="whole")
 
 
 @pytest.fixture(scope="session")
 def damage_clip(model_dir: Path) -> Path:
-    return tiny_models.clip_model(model_dir / "clip")
+    return testing.clip_model(model_dir / "clip")
 
 
 @pytest.fixture(scope="session")
 def seg_model(model_dir: Path) -> Path:
     """yolov8n-seg with 2 classes, biased so it finds 'dent' instances in any photo."""
-    return tiny_models.yolo_seg(model_dir / "seg", ["dent", "scratch"])
+    return testing.yolo_seg(model_dir / "seg", ["dent", "scratch"])
+
+
+# Flat names the tests use for the parts of Settings they change.
+_THRESHOLDS = {"car_threshold": "car", "damage_threshold": "damage", "mask_threshold": "mask", "always_segment": None}
+_MODELS = {"precision", "seg_backend", "calibration_photos", "seg_image_size", "part_image_size", "severity", "parts"}
+_LIMITS = {"max_pixels", "max_aspect", "working_size"}
+
+
+def tiny_settings(car: Path, damage: Path, seg: Path, **changes):
+    """Settings with tiny models (fp32, 320 px, up to 5 instances) and the given changes."""
+    from pipeline import ModelRef, ModelSet, Settings
+
+    models = ModelSet(
+        car=ModelRef(str(car)), damage=ModelRef(str(damage)), segmenter=ModelRef(str(seg)),
+        seg_image_size=320, precision="fp32",
+    )  # fmt: skip
+    settings = Settings(models=models, max_detections=5)
+    thresholds = {(_THRESHOLDS[k] or k): changes.pop(k) for k in list(changes) if k in _THRESHOLDS}
+    model_changes = {k: changes.pop(k) for k in list(changes) if k in _MODELS}
+    limits = {k: changes.pop(k) for k in list(changes) if k in _LIMITS}
+    settings = settings.with_thresholds(**thresholds).with_models(**model_changes).with_limits(**limits)
+    return dataclasses.replace(settings, **changes)
 
 
 @pytest.fixture(scope="session")
 def settings_factory(car_imagenet_yes: Path, damage_yes: Path, seg_model: Path):
     """Settings with tiny models: pass overrides for the branch under test."""
-    from pipeline import ModelRef, Settings
 
-    def make(car: Path = car_imagenet_yes, damage: Path = damage_yes, seg: Path = seg_model, **changes) -> Settings:
-        base = Settings(
-            car_model=ModelRef(str(car)),
-            damage_model=ModelRef(str(damage)),
-            seg_model=ModelRef(str(seg)),
-            seg_image_size=320,
-            max_detections=5,
-            precision="fp32",
-        )
-        return base.with_overrides(**changes)
+    def make(car: Path = car_imagenet_yes, damage: Path = damage_yes, seg: Path = seg_model, **changes):
+        return tiny_settings(car, damage, seg, **changes)
 
     return make
 

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline.archive import IMAGE_SUFFIXES
-from tests import tiny_models, zips
+from pipeline import testing
+from pipeline.formats import IMAGE_SUFFIXES
+from pipeline.settings import Limits
+from tests import zips
 
 RESULT, MESSAGE = "result", "message"
 SIXTY_MP = (8000, 7500)
@@ -52,6 +54,15 @@ class Case:
     def id(self) -> str:
         return self.name
 
+    @property
+    def overlay_size(self) -> tuple[int, int] | None:
+        """The annotated photo's size: the photo's, shrunk to the working resolution (longest side 1600)."""
+        if self.size is None:
+            return None
+        width, height = self.size
+        scale = min(1.0, Limits().working_size / max(width, height))
+        return max(1, round(width * scale)), max(1, round(height * scale))
+
 
 # ---------------------------------------------------------------- bytes
 
@@ -63,11 +74,11 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
 
 
 def _photo(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
-    return tiny_models.photo(width, height, seed)
+    return testing.photo(width, height, seed)
 
 
 def _jpeg(width: int = 64, height: int = 48, seed: int = 0) -> bytes:
-    return tiny_models.jpeg_bytes(_photo(width, height, seed))
+    return testing.jpeg_bytes(_photo(width, height, seed))
 
 
 def _gif() -> bytes:
@@ -118,7 +129,7 @@ def mixed_zip(path: Path) -> Path:
             ("rgba.png", _encoded(base.convert("RGBA"), "PNG")),
             ("sixteen.png", _png16()),
             ("anim.gif", _gif()),
-            ("rotated.jpg", tiny_models.jpeg_bytes(_photo(60, 20), orientation=6)),
+            ("rotated.jpg", testing.jpeg_bytes(_photo(60, 20), orientation=6)),
             ("tiny.png", _encoded(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG")),
             ("zero.jpg", b""),
             ("truncated.jpg", _jpeg(64, 64)[:400]),
@@ -180,7 +191,14 @@ def build_corpus(folder: Path, big: bool = True, upload_limit_mb: int = 30) -> l
     base = _photo(64, 48, seed=1)
     not_a_photo = ("not a photo", "NotAnImageError")
     photo("zero_bytes.jpg", b"", MESSAGE, *not_a_photo)
-    photo("truncated.jpg", _jpeg(64, 64)[:400], MESSAGE, "truncated or corrupt", "NotAnImageError")
+    photo("truncated.jpg", _jpeg(64, 64)[:400], MESSAGE, "truncated or corrupt", "CorruptPhotoError")
+    # Formats Pillow decodes but the Space does not list: refused by name, never handed to their decoders.
+    photo("targa_named.jpg", _encoded(base, "TGA"), MESSAGE, *not_a_photo)
+    photo("icon_named.png", _encoded(base, "ICO"), MESSAGE, *not_a_photo)
+    photo("pcx_named.jpg", _encoded(base, "PCX"), MESSAGE, *not_a_photo)
+    photo("strip_40000x1.png", _encoded(Image.new("L", (40000, 1), 128), "PNG"), MESSAGE, "too wide", "ImageShapeError")
+    photo("tall_1x300.png", _encoded(Image.new("L", (1, 300), 128), "PNG"), MESSAGE, "too tall", "ImageShapeError")
+    photo("float_tiff.tif", _encoded(Image.new("F", (40, 30), 0.25), "TIFF"), RESULT, size=(40, 30))
     photo("text_named.jpg", b"just some text pretending to be a photo", MESSAGE, *not_a_photo)
     photo("fake_heic.heic", HEIC_GARBAGE, MESSAGE, *not_a_photo)
     photo("photoshop.psd", PSD_HEADER, MESSAGE, *not_a_photo)
@@ -196,7 +214,7 @@ def build_corpus(folder: Path, big: bool = True, upload_limit_mb: int = 30) -> l
     photo("palette.png", _encoded(base.convert("P"), "PNG"), RESULT, size=(64, 48))
     photo("rgba.png", _encoded(base.convert("RGBA"), "PNG"), RESULT, size=(64, 48))
     photo("grayscale.jpg", _encoded(base.convert("L"), "JPEG"), RESULT, size=(64, 48))
-    photo("exif_rotated.jpg", tiny_models.jpeg_bytes(_photo(60, 20), orientation=6), RESULT, size=(20, 60))
+    photo("exif_rotated.jpg", testing.jpeg_bytes(_photo(60, 20), orientation=6), RESULT, size=(20, 60))
     photo("animated.gif", _gif(), RESULT, size=(40, 30))
     photo("one_pixel.png", _encoded(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"), RESULT, size=(1, 1))
     photo("webp.webp", _encoded(base, "WEBP"), RESULT, size=(64, 48))

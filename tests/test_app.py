@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import gradio as gr
 import pytest
@@ -20,7 +21,7 @@ from PIL import Image
 
 import app
 import pipeline
-from tests import tiny_models
+from pipeline import testing
 
 
 def free_port() -> int:
@@ -29,36 +30,43 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class Served(NamedTuple):
+    demo: gr.Blocks
+    url: str
+    service: app.CarDamageApp
+
+
 @contextmanager
-def serve(settings: pipeline.Settings, examples: list[str] | None = None, **options) -> Iterator[tuple[gr.Blocks, str]]:
+def serve(settings: pipeline.Settings, examples: list[str] | None = None, **options) -> Iterator[Served]:
     """Build the app for these settings and serve it on a free localhost port (as ``python app.py`` does)."""
-    demo = app.build_demo(settings, examples=examples or [])
+    service = app.CarDamageApp(settings)
+    demo = app.create_demo(service, examples or [])
     launch = {**app.LAUNCH_OPTIONS, **options}
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **launch)
     try:
-        yield demo, demo.local_url
+        yield Served(demo, demo.local_url, service)
     finally:
         demo.close()
 
 
 def write_photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
-    path.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(width, height, seed)))
+    path.write_bytes(testing.jpeg_bytes(testing.photo(width, height, seed)))
     return path
 
 
 def write_zip(path: Path) -> Path:
     """Three photos (one in a folder), a text file and a broken JPEG."""
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("front.jpg", tiny_models.jpeg_bytes(tiny_models.photo(160, 96, 1)))
-        zf.writestr("side.png", tiny_models.png_bytes(tiny_models.photo(120, 80, 2)))
-        zf.writestr("lot/rear.jpg", tiny_models.jpeg_bytes(tiny_models.photo(96, 96, 3)))
+        zf.writestr("front.jpg", testing.jpeg_bytes(testing.photo(160, 96, 1)))
+        zf.writestr("side.png", testing.png_bytes(testing.photo(120, 80, 2)))
+        zf.writestr("lot/rear.jpg", testing.jpeg_bytes(testing.photo(96, 96, 3)))
         zf.writestr("notes.txt", b"not a photo")
         zf.writestr("broken.jpg", b"\xff\xd8\xff\xe0 truncated")
     return path
 
 
 @pytest.fixture(scope="module")
-def server(settings_factory) -> Iterator[tuple[gr.Blocks, str]]:
+def server(settings_factory) -> Iterator[Served]:
     # A small upload limit here, so the test can check that the limit is enforced.
     with serve(settings_factory(), max_file_size=1_000_000) as served:
         yield served
@@ -66,7 +74,7 @@ def server(settings_factory) -> Iterator[tuple[gr.Blocks, str]]:
 
 @pytest.fixture(scope="module")
 def client(server, tmp_path_factory) -> Client:
-    return Client(server[1], download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False)
+    return Client(server.url, download_files=str(tmp_path_factory.mktemp("downloads")), verbose=False)
 
 
 # ---------------------------------------------------------------- the named API
@@ -110,7 +118,7 @@ def test_thresholds_reach_the_pipeline(client, tmp_path):
 
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.jpg"  # over the 1 MB upload limit of this server
-    big.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(64, 64)) + b"\0" * 1_200_000)
+    big.write_bytes(testing.jpeg_bytes(testing.photo(64, 64)) + b"\0" * 1_200_000)
     with pytest.raises(Exception, match="exceeds the maximum file size"):
         client.predict(handle_file(big), api_name="/analyze_image")
 
@@ -145,8 +153,7 @@ def test_a_refused_zip_is_a_friendly_error(client, tmp_path):
 
 
 def test_job_folders_are_private_and_cleaned(server, client, tmp_path):
-    demo, url = server
-    jobs = demo.car_damage_app.jobs
+    url, jobs = server.url, server.service.jobs
     client.predict(handle_file(write_zip(tmp_path / "a.zip")), api_name="/analyze_zip")
     folders = list(jobs.root.iterdir())
     assert len(folders) >= 1 and all(len([*f.iterdir()]) == 1 for f in folders)  # the archive, no leftovers
@@ -178,8 +185,8 @@ def test_readme_api_examples_work_as_written(server, tmp_path, monkeypatch, caps
     write_zip(tmp_path / "photos.zip")
     monkeypatch.chdir(tmp_path)
     for code in blocks:
-        code = code.replace('Client("http://127.0.0.1:7860/")', f'Client("{server[1]}")')
-        assert server[1] in code
+        code = code.replace('Client("http://127.0.0.1:7860/")', f'Client("{server.url}")')
+        assert server.url in code
         exec(compile(code, "README example", "exec"), {})
     printed = capsys.readouterr().out
     assert "Damaged car" in printed and "photos-results.zip" in printed and "notes.txt skipped" in printed
@@ -229,16 +236,20 @@ def test_model_banner_names_the_model_and_env_var(monkeypatch, car_imagenet_yes,
     monkeypatch.setenv("CAR_MODEL", str(car_imagenet_yes))
     monkeypatch.setenv("DAMAGE_MODEL", str(damage_yes))
     monkeypatch.setenv("SEG_MODEL", "/nonexistent/seg-model.pt")
-    demo = app.build_demo(pipeline.Settings.from_env(), examples=[])
-    banner, models = demo.car_damage_app.model_report()
-    assert banner["visible"] is True
-    assert "segmenter" in banner["value"] and "/nonexistent/seg-model.pt" in banner["value"]
+    service = app.CarDamageApp(pipeline.Settings.from_env())
+    assert service.status.wait(120)
+    banner, models, timer = service.model_report()
+    assert banner["visible"] is True and timer.active is False
+    assert "segmenter" in banner["value"] and "seg-model.pt" in banner["value"]
+    assert "/nonexistent" not in banner["value"] and "/nonexistent" not in models  # no server paths shown
     assert "SEG_MODEL" in banner["value"] and "car model" not in banner["value"]
-    assert "✅ loaded" in models and "❌ failed" in models and str(car_imagenet_yes) in models
+    assert "✅ loaded" in models and "❌ failed" in models and f"`{car_imagenet_yes.name} (local)`" in models
 
 
 def test_models_load_cleanly_hide_the_banner(settings_factory):
-    banner, models = app.CarDamageApp(settings_factory()).model_report()
+    service = app.CarDamageApp(settings_factory())
+    assert service.status.wait(120)
+    banner, models, _ = service.model_report()
     assert banner["visible"] is False and models.count("✅ loaded") == 3
 
 
@@ -256,8 +267,8 @@ def test_examples_shown_only_when_present(settings_factory, tmp_path, monkeypatc
     (tmp_path / "README.md").write_text("how to add photos")
     found = app.find_examples([tmp_path, tmp_path / "missing"])
     assert [Path(p).name for p in found] == ["a.png", "b.jpg"]
-    assert "dataset" in _component_types(app.build_demo(settings_factory(), examples=found))
-    assert "dataset" not in _component_types(app.build_demo(settings_factory(), examples=[]))
+    assert "dataset" in _component_types(app.create_demo(app.CarDamageApp(settings_factory()), found))
+    assert "dataset" not in _component_types(app.create_demo(app.CarDamageApp(settings_factory()), []))
     assert app.fetch_examples_repo("") is None
 
 
@@ -268,7 +279,7 @@ def test_the_repo_examples_folder_holds_no_photos_from_shared():
 
 
 def test_queue_and_limits(server):
-    demo, _ = server
+    demo = server.demo
     assert demo._queue.max_size == app.QUEUE_SIZE
     limits = {
         fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.api_name in {"analyze_image", "analyze_zip"}
@@ -290,9 +301,10 @@ def test_command_line(monkeypatch, tmp_path, car_imagenet_yes, damage_yes, seg_m
     app.main(["--models", str(profile), "--share", "--host", "0.0.0.0", "--port", "7999"])
     assert launched["share"] is True and launched["server_name"] == "0.0.0.0" and launched["server_port"] == 7999
     assert launched["max_file_size"] == app.MAX_FILE_SIZE
-    assert launched["demo"].car_damage_app.settings.car_model.id == str(car_imagenet_yes)
+    panel = [c["props"].get("value") for c in launched["demo"].config["components"] if c["type"] == "markdown"]
+    assert any(f"`{car_imagenet_yes.name} (local)`" in str(value) for value in panel)  # the profile's car model
     sliders = [c["props"]["value"] for c in launched["demo"].config["components"] if c["type"] == "slider"]
-    assert sliders[:3] == [0.3, 0.6, pipeline.Settings().mask_threshold]  # the profile's thresholds start the sliders
+    assert sliders[:3] == [0.3, 0.6, pipeline.Settings().thresholds.mask]  # the profile's thresholds start the sliders
     app.main([])
     assert launched["share"] is None and launched["server_name"] is None and launched["server_port"] is None
 
@@ -306,7 +318,7 @@ def test_imagenet_car_model_through_the_api(shared_dir, settings_factory, tmp_pa
     photos = shared_dir / "data" / "imagenet-sample"
     if not car_model.is_dir():
         pytest.skip(f"{car_model} not found")
-    with serve(settings_factory(car=car_model)) as (_, url):
+    with serve(settings_factory(car=car_model)) as (_, url, _):
         client = Client(url, download_files=str(tmp_path), verbose=False)
         car = client.predict(handle_file(photos / "n04285008_sports_car.jpg"), api_name="/analyze_image")
         fish = client.predict(handle_file(photos / "n01440764_tench.jpg"), api_name="/analyze_image")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from pipeline import UnsafeArchiveError, ZipLimits, process_zip
-from pipeline.archive import REPORT_COLUMNS
-from tests import tiny_models, zips
+from pipeline import UnsafeArchiveError, ZipLimits, process_zip, testing
+from pipeline.results import REPORT_COLUMNS
+from tests import zips
 
 
 def _archive(result) -> zipfile.ZipFile:
@@ -45,16 +45,16 @@ def test_200_photos_with_5_bad_members(settings_factory, tmp_path):
     photos = names - {"report.csv", "predictions.json", "summary.json"}
     assert len(photos) == 195
     assert progress[-1] == (200, 200) and [d for d, _ in progress] == list(range(1, 201))
-    assert result.summary["files"] == 200 and result.summary["photos_analyzed"] == 195
-    assert result.summary["not_processed"] == 5
+    assert result.summary.files == 200 and result.summary.photos_analyzed == 195
+    assert result.summary.not_processed == 5
 
 
 def test_archive_contents_and_report(settings_factory, tmp_path):
     source = zips.with_entries(
         tmp_path / "in.zip",
         [
-            ("a.jpg", tiny_models.jpeg_bytes(tiny_models.photo(64, 48))),
-            ("sub/b.png", tiny_models.png_bytes(tiny_models.photo(40, 30))),
+            ("a.jpg", testing.jpeg_bytes(testing.photo(64, 48))),
+            ("sub/b.png", testing.png_bytes(testing.photo(40, 30))),
             ("sub/c.gif", _gif()),
             ("readme.txt", b"hello"),
         ],
@@ -101,7 +101,7 @@ def test_duplicate_names_keep_both_photos(settings_factory, tmp_path):
     with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile warns, but writes both
         source = zips.with_entries(tmp_path / "dup.zip", [("x.jpg", zips.good_photo()), ("x.jpg", zips.good_photo())])
     result = process_zip(source, tmp_path / "out", settings_factory())
-    assert [r["annotated_file"] for r in result.rows] == ["x.jpg", "x (2).jpg"]
+    assert [r.annotated_file for r in result.rows] == ["x.jpg", "x (2).jpg"]
     assert {"x.jpg", "x (2).jpg"} <= set(_archive(result).namelist())
 
 
@@ -121,9 +121,9 @@ def test_hostile_entries_are_refused_and_the_rest_processed(settings_factory, tm
     source = builder(tmp_path / "hostile.zip")
     before = _outside(tmp_path)
     result = process_zip(source, tmp_path / "out", settings_factory())
-    rows = {r["file"]: r for r in result.rows}
-    assert rows[entry]["status"] == "refused" and reason in rows[entry]["message"]
-    assert rows["ok.jpg"]["status"] == "ok"
+    rows = {r.file: r for r in result.rows}
+    assert rows[entry].status == "refused" and reason in rows[entry].message
+    assert rows["ok.jpg"].status == "ok"
     assert _outside(tmp_path) == before | {"out"}
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["hostile-results.zip"]
     assert not Path("/tmp/absolute-escape.jpg").exists()
@@ -159,26 +159,26 @@ def test_not_a_zip_and_empty_zip(settings_factory, tmp_path, content, message):
 
 
 def test_a_photo_that_fails_mid_zip_costs_only_its_row(settings_factory, tmp_path, monkeypatch):
-    from pipeline import archive
+    from pipeline import batch
 
-    real = archive.analyze_decoded
+    real = batch.analyze_photos
 
     def flaky(photos, settings):
         if any(p.size == (33, 33) for p in photos):
             raise RuntimeError("boom")
         return real(photos, settings)
 
-    monkeypatch.setattr(archive, "analyze_decoded", flaky)
+    monkeypatch.setattr(batch, "analyze_photos", flaky)
     source = zips.with_entries(
         tmp_path / "f.zip",
         [
             ("a.jpg", zips.good_photo()),
-            ("odd.png", tiny_models.png_bytes(tiny_models.photo(33, 33))),
+            ("odd.png", testing.png_bytes(testing.photo(33, 33))),
             ("b.jpg", zips.good_photo()),
         ],
     )
     result = process_zip(source, tmp_path / "out", settings_factory(batch_size=8))
-    statuses = {r["file"]: r["status"] for r in result.rows}
+    statuses = {r.file: r.status for r in result.rows}
     assert statuses == {"a.jpg": "ok", "odd.png": "error", "b.jpg": "ok"}
 
 
@@ -198,6 +198,6 @@ def test_cancelled_job_leaves_no_archive(settings_factory, tmp_path):
 
 def _gif() -> bytes:
     buffer = io.BytesIO()
-    frames = [tiny_models.photo(30, 20, seed=s).convert("P") for s in range(3)]
+    frames = [testing.photo(30, 20, seed=s).convert("P") for s in range(3)]
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     return buffer.getvalue()

@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipeline import testing
 from pipeline.__main__ import main
-from tests import tiny_models, zips
+from tests import zips
 from tests.run import cli_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _photo(path: Path, size=(96, 64)) -> Path:
-    tiny_models.photo(*size).save(path)
+    testing.photo(*size).save(path)
     return path
 
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import ImageTooLargeError, NotAnImageError
+from pipeline import ImageTooLargeError, NotAnImageError, testing
 from pipeline.decode import load_image
-from tests import tiny_models
 
 
 def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -20,7 +19,7 @@ def _encoded(image: Image.Image, fmt: str, **options) -> bytes:
 
 
 def test_modes_become_rgb():
-    base = tiny_models.photo(40, 30)
+    base = testing.photo(40, 30)
     cases = {
         "cmyk jpeg": _encoded(base.convert("CMYK"), "JPEG"),
         "grayscale": _encoded(base.convert("L"), "PNG"),
@@ -49,7 +48,7 @@ def test_transparent_pixels_become_white():
 
 
 def test_exif_orientation_applied():
-    data = tiny_models.jpeg_bytes(tiny_models.photo(60, 20), orientation=8)
+    data = testing.jpeg_bytes(testing.photo(60, 20), orientation=8)
     assert load_image(data).size == (20, 60)
 
 
@@ -64,7 +63,7 @@ def test_animated_gif_first_frame():
     [
         (b"", "not a photo"),
         (b"just some text pretending to be a photo", "not a photo"),
-        (tiny_models.jpeg_bytes(tiny_models.photo(64, 64))[:400], "truncated or corrupt"),
+        (testing.jpeg_bytes(testing.photo(64, 64))[:400], "truncated or corrupt"),
     ],
 )
 def test_unreadable_inputs(data, message):

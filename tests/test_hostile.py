@@ -15,13 +15,15 @@ import urllib.request
 import zipfile
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from PIL import Image
 
 import pipeline
+from pipeline import testing
 from pipeline.__main__ import main as cli
-from tests import tiny_models, zips
+from tests import zips
 from tests.hostile_corpus import MESSAGE, RESULT, Case, build_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def test_pipeline(case: Case, settings_factory, tmp_path):
             analysis = pipeline.analyze(case.path, settings)
             assert analysis.size == case.size
             assert all(d.mask.shape == (case.size[1], case.size[0]) for d in analysis.detections)  # full size
-            assert pipeline.annotate(analysis).size == case.size
+            assert pipeline.annotate(analysis).size == case.overlay_size  # the working resolution
         else:
             with pytest.raises(pipeline.InputError) as raised:
                 pipeline.analyze(case.path, settings)
@@ -96,11 +98,11 @@ def test_pipeline(case: Case, settings_factory, tmp_path):
     out = tmp_path / "out"
     if case.expected == RESULT:
         result = pipeline.process_zip(case.path, out, settings)
-        _check_rows(case, result.rows)
+        _check_rows(case, [row.to_dict() for row in result.rows])
         assert [p.name for p in out.iterdir()] == [result.archive.name]  # nothing half-written beside it
         names = zipfile.ZipFile(result.archive).namelist()
         assert all(not n.startswith(("/", "\\")) and ".." not in n.split("/") for n in names)
-        assert len(names) == sum(r["status"] == "ok" for r in result.rows) + 3  # + report, predictions, summary
+        assert len(names) == sum(r.status == "ok" for r in result.rows) + 3  # + report, predictions, summary
     else:
         with pytest.raises(pipeline.UnsafeArchiveError) as raised:
             pipeline.process_zip(case.path, out, settings)
@@ -125,7 +127,7 @@ def test_cli(case: Case, profile, tmp_path, capsys):
             (row,) = csv.DictReader((out / "report.csv").open(encoding="utf-8"))
             assert row["status"] == "ok" and (int(row["width"]), int(row["height"])) == case.size
             with Image.open(out / row["annotated_file"]) as annotated:
-                assert annotated.size == case.size
+                assert annotated.size == case.overlay_size
         else:
             assert code == 1 and len(errors) == 1 and case.fragment in errors[0], errors
         return
@@ -165,11 +167,12 @@ def server(settings_factory):
         import app
     except Exception as exc:  # pragma: no cover - the Space is written in parallel
         pytest.skip(f"app not ready ({type(exc).__name__}: {exc})")
-    demo = app.build_demo(settings_factory(), examples=[])
+    service = app.CarDamageApp(settings_factory())
+    demo = app.create_demo(service, [])
     options = {**app.LAUNCH_OPTIONS, "max_file_size": f"{UPLOAD_LIMIT_MB}mb"}
     demo.launch(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True, **options)
     try:
-        yield demo
+        yield SimpleNamespace(service=service, demo=demo, url=demo.local_url)
     finally:
         demo.close()
 
@@ -178,7 +181,7 @@ def server(settings_factory):
 def client(server, tmp_path_factory):
     from gradio_client import Client
 
-    return Client(server.local_url, download_files=str(tmp_path_factory.mktemp("hostile-downloads")), verbose=False)
+    return Client(server.url, download_files=str(tmp_path_factory.mktemp("hostile-downloads")), verbose=False)
 
 
 def _call(client, case: Case):
@@ -217,19 +220,19 @@ def test_api(case: Case, client, server):
         summary, _, annotated, _, result = outputs
         assert summary and (result["width"], result["height"]) == case.size
         with Image.open(annotated) as image:
-            assert image.size == case.size
+            assert image.size == case.overlay_size
     else:
         archive, _, report, _, summary = outputs
         rows = [dict(zip(report["headers"], row)) for row in report["data"]]
         _check_rows(case, rows)
         assert summary["files"] == len(rows) and Path(archive).is_file()
-    jobs = server.car_damage_app.jobs.root
+    jobs = server.service.jobs.root
     assert not list(jobs.glob("*/.partial-*"))  # nothing half-written left behind
 
 
 def test_other_files_are_not_served(server, client, seg_model):
     """Gradio serves its cache and nothing else: not the source, not the models, not the job folders."""
-    base = server.local_url
+    base = server.url
     for path in [ROOT / "app.py", ROOT / "pipeline" / "settings.py", seg_model, Path("/etc/passwd"), _CORPUS_DIR]:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"{base}gradio_api/file={path}", timeout=10)
@@ -244,10 +247,8 @@ def test_concurrent_users_get_only_their_own_results(client, tmp_path):
 
     def user(i: int):
         photo = tmp_path / f"user{i}.jpg"
-        photo.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(80 + 8 * i, 60, seed=i)))
-        entries = [
-            (f"user{i}/p{k}.jpg", tiny_models.jpeg_bytes(tiny_models.photo(64, 48, seed=10 * i + k))) for k in (1, 2)
-        ]
+        photo.write_bytes(testing.jpeg_bytes(testing.photo(80 + 8 * i, 60, seed=i)))
+        entries = [(f"user{i}/p{k}.jpg", testing.jpeg_bytes(testing.photo(64, 48, seed=10 * i + k))) for k in (1, 2)]
         archive = zips.with_entries(tmp_path / f"user{i}.zip", entries)
         image_job = client.submit(handle_file(photo), api_name="/analyze_image")
         zip_job = client.submit(handle_file(archive), api_name="/analyze_zip")
@@ -275,7 +276,7 @@ def test_cancelled_zip_job_leaves_nothing_half_written(client, server, tmp_path)
     while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:
         time.sleep(0.05)
     job.cancel()
-    jobs = server.car_damage_app.jobs.root
+    jobs = server.service.jobs.root
     while list(jobs.glob("*/.partial-*")) and time.monotonic() < deadline:  # the worker thread runs to its end
         time.sleep(0.2)
     assert not list(jobs.glob("*/.partial-*"))
@@ -283,3 +284,98 @@ def test_cancelled_zip_job_leaves_nothing_half_written(client, server, tmp_path)
     photo = tmp_path / "after.jpg"
     photo.write_bytes(zips.good_photo())
     assert client.predict(handle_file(photo), api_name="/analyze_image")[4]["width"] == 48  # still serving
+
+
+def test_photos_and_zips_given_as_urls_are_refused_without_a_download(client, server, tmp_path):
+    """gradio would fetch http(s) inputs itself, with no size limit; the app refuses them before any request."""
+    import http.server
+    import threading
+
+    import httpx
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    hits = []
+
+    class Counting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(zips.good_photo())
+
+        def log_message(self, *args):
+            pass
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    try:
+        for endpoint, name in (("/analyze_image", "car.jpg"), ("/analyze_zip", "photos.zip")):
+            url = f"http://127.0.0.1:{web.server_address[1]}/{name}"
+            with pytest.raises((AppError, httpx.HTTPStatusError)) as refused:
+                client.predict(handle_file(url), api_name=endpoint)
+            # /analyze_zip refuses when it joins the queue (its queue check reads the inputs): an HTTP 400 whose
+            # body says why; /analyze_image refuses as the job starts.
+            error = refused.value
+            message = error.response.text if isinstance(error, httpx.HTTPStatusError) else str(error)
+            assert "not fetched from URLs" in message
+            assert_one_line(message)
+    finally:
+        web.shutdown()
+    assert hits == []
+
+
+def _slow_zip(path: Path, count: int = 300) -> Path:
+    return zips.photos_zip(path, count=count, size=(160, 120))
+
+
+def _wait_for_progress(job, seconds: float = CALL_TIMEOUT) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not (job.status().progress_data or job.done()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_cancelled_zip_stops_at_the_next_photo(client, server, tmp_path):
+    """Cancel (or a closed tab) stops the job's work, not just its messages: the archive of what was done lists
+    the rest as not processed, and the worker is free again in seconds."""
+    import time
+
+    from gradio_client import handle_file
+
+    job = client.submit(handle_file(_slow_zip(tmp_path / "long.zip")), api_name="/analyze_zip")
+    _wait_for_progress(job)
+    job.cancel()
+    jobs = server.service.jobs.root
+    deadline = time.monotonic() + CALL_TIMEOUT
+    while not list(jobs.glob("*/long-results.zip")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (archive,) = jobs.glob("*/long-results.zip")
+    with zipfile.ZipFile(archive) as result:
+        rows = list(csv.DictReader(result.read("report.csv").decode().splitlines()))
+    assert len(rows) == 300 and sum(r["status"] == "not_processed" for r in rows) > 150
+    assert all("cancelled" in r["message"] for r in rows if r["status"] == "not_processed")
+
+
+def test_a_queue_of_zips_leaves_room_for_photos(client, server, tmp_path, monkeypatch):
+    """With ZIP_QUEUE_SIZE zips waiting, the next zip is refused at once (one line), and photos are still served."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    import app
+
+    monkeypatch.setattr(app, "ZIP_QUEUE_SIZE", 1)
+    running = client.submit(handle_file(_slow_zip(tmp_path / "a.zip")), api_name="/analyze_zip")
+    _wait_for_progress(running)
+    waiting = client.submit(handle_file(_slow_zip(tmp_path / "b.zip", 20)), api_name="/analyze_zip")
+    import time
+
+    time.sleep(1.0)  # b.zip joins the queue behind a.zip
+    with pytest.raises((AppError, ValueError), match="zips are already waiting"):
+        client.predict(handle_file(_slow_zip(tmp_path / "c.zip", 5)), api_name="/analyze_zip")
+    photo = tmp_path / "meanwhile.jpg"
+    photo.write_bytes(zips.good_photo())
+    assert client.predict(handle_file(photo), api_name="/analyze_image")[4]["width"] == 48
+    running.cancel()
+    assert waiting.result(timeout=CALL_TIMEOUT)[4]["files"] == 20

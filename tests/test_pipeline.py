@@ -10,17 +10,26 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import Analysis, ModelLoadError, ModelRef, Settings, analyze, analyze_batch, annotate, load_profile
+from pipeline import (
+    Analysis,
+    ModelLoadError,
+    ModelRef,
+    Settings,
+    analyze,
+    analyze_batch,
+    annotate,
+    load_profile,
+    testing,
+)
 from pipeline.car import car_label_ids
 from pipeline.damage import damage_label_ids
 from pipeline.errors import UnsupportedLabelsError
-from tests import tiny_models
 
 # ---------------------------------------------------------------- the cascade
 
 
 def test_no_car_stops_the_cascade(settings_factory, car_imagenet_no):
-    result = analyze(tiny_models.photo(120, 80), settings_factory(car=car_imagenet_no))
+    result = analyze(testing.photo(120, 80), settings_factory(car=car_imagenet_no))
     assert not result.is_car
     assert result.car.score < 0.01
     assert result.damage is None and not result.segmented and result.detections == ()
@@ -29,7 +38,7 @@ def test_no_car_stops_the_cascade(settings_factory, car_imagenet_no):
 
 
 def test_car_not_damaged_skips_masks(settings_factory, damage_no):
-    result = analyze(tiny_models.photo(120, 80), settings_factory(damage=damage_no))
+    result = analyze(testing.photo(120, 80), settings_factory(damage=damage_no))
     assert result.is_car and not result.is_damaged
     assert result.damage is not None and result.damage.score < 0.01
     assert not result.segmented and result.detections == ()
@@ -37,13 +46,13 @@ def test_car_not_damaged_skips_masks(settings_factory, damage_no):
 
 
 def test_always_segment_masks_undamaged_cars(settings_factory, damage_no):
-    result = analyze(tiny_models.photo(120, 80), settings_factory(damage=damage_no, always_segment=True))
+    result = analyze(testing.photo(120, 80), settings_factory(damage=damage_no, always_segment=True))
     assert not result.is_damaged
     assert result.segmented and result.detections
 
 
 def test_damaged_car_gets_masks_with_model_labels(settings_factory):
-    result = analyze(tiny_models.photo(160, 96), settings_factory())
+    result = analyze(testing.photo(160, 96), settings_factory())
     assert result.is_car and result.is_damaged and result.segmented
     assert result.detections
     assert {d.label for d in result.detections} <= {"dent", "scratch"}
@@ -56,27 +65,27 @@ def test_damaged_car_gets_masks_with_model_labels(settings_factory):
 
 
 def test_cascade_off_runs_every_stage_and_keeps_all_scores(settings_factory, car_imagenet_no, damage_no):
-    result = analyze(tiny_models.photo(64, 64), settings_factory(car=car_imagenet_no, damage=damage_no, cascade=False))
+    result = analyze(testing.photo(64, 64), settings_factory(car=car_imagenet_no, damage=damage_no, cascade=False))
     assert not result.is_car
     assert result.damage is not None and result.segmented
 
 
 def test_thresholds_decide_verdicts(settings_factory, car_imagenet_random):
-    photo = tiny_models.photo(64, 64)
+    photo = testing.photo(64, 64)
     score = analyze(photo, settings_factory(car=car_imagenet_random)).car.score
     assert analyze(photo, settings_factory(car=car_imagenet_random, car_threshold=score)).is_car
     assert not analyze(photo, settings_factory(car=car_imagenet_random, car_threshold=score + 1e-3)).is_car
 
 
 def test_mask_threshold_filters_instances(settings_factory):
-    assert analyze(tiny_models.photo(64, 64), settings_factory(mask_threshold=0.9999)).detections == ()
+    assert analyze(testing.photo(64, 64), settings_factory(mask_threshold=0.9999)).detections == ()
 
 
 # ---------------------------------------------------------------- label mappings
 
 
 def test_imagenet_car_classes_include_parts_and_exclude_railway_cars():
-    id2label = dict(enumerate(tiny_models.IMAGENET_STYLE_LABELS))
+    id2label = dict(enumerate(testing.IMAGENET_STYLE_LABELS))
     names = {id2label[i] for i in car_label_ids(id2label)}
     assert names == {"sports car, sport car", "minivan", "car wheel", "grille, radiator grille"}
 
@@ -113,21 +122,21 @@ def test_damage_labels(labels, damaged, whole):
 
 
 def test_binary_car_model_works(settings_factory, car_binary):
-    result = analyze(tiny_models.photo(64, 64), settings_factory(car=car_binary))
+    result = analyze(testing.photo(64, 64), settings_factory(car=car_binary))
     assert result.is_car and result.car.score > 0.99
     assert result.car.top_labels[0][0] == "car"
 
 
 def test_classifier_with_unmappable_labels_is_refused(settings_factory, model_dir):
-    odd = tiny_models.vit_classifier(model_dir / "odd", ["cat", "dog"], favour="cat")
+    odd = testing.vit_classifier(model_dir / "odd", ["cat", "dog"], favour="cat")
     with pytest.raises(UnsupportedLabelsError, match="DAMAGE_MODEL"):
-        analyze(tiny_models.photo(32, 32), settings_factory(damage=odd))
+        analyze(testing.photo(32, 32), settings_factory(damage=odd))
     with pytest.raises(UnsupportedLabelsError, match="CAR_MODEL"):
-        analyze(tiny_models.photo(32, 32), settings_factory(car=odd))
+        analyze(testing.photo(32, 32), settings_factory(car=odd))
 
 
 def test_zero_shot_clip_damage_check(settings_factory, damage_clip):
-    photos = [tiny_models.photo(64, 48, seed=s) for s in range(3)]
+    photos = [testing.photo(64, 48, seed=s) for s in range(3)]
     results = analyze_batch(photos, settings_factory(damage=damage_clip, always_segment=True))
     for result in results:
         assert result.damage is not None
@@ -142,7 +151,7 @@ def test_zero_shot_clip_damage_check(settings_factory, damage_clip):
 
 def test_batch_equals_single(settings_factory, car_imagenet_random):
     settings = settings_factory(car=car_imagenet_random, car_threshold=0.0, batch_size=3)
-    photos = [tiny_models.photo(80 + 16 * i, 64, seed=i) for i in range(5)]
+    photos = [testing.photo(80 + 16 * i, 64, seed=i) for i in range(5)]
     batch = analyze_batch(photos, settings)
     for photo, together in zip(photos, batch):
         alone = analyze(photo, settings)
@@ -157,7 +166,7 @@ def test_batch_equals_single(settings_factory, car_imagenet_random):
 
 @pytest.mark.parametrize("size", [(200, 120), (90, 260), (333, 77)])
 def test_masks_and_overlay_at_original_resolution(settings_factory, size):
-    result = analyze(tiny_models.photo(*size), settings_factory())
+    result = analyze(testing.photo(*size), settings_factory())
     width, height = size
     assert result.size == size
     assert result.detections
@@ -176,7 +185,7 @@ def test_masks_and_overlay_at_original_resolution(settings_factory, size):
 
 def test_exif_rotated_photo(settings_factory, tmp_path):
     path = tmp_path / "rotated.jpg"
-    path.write_bytes(tiny_models.jpeg_bytes(tiny_models.photo(160, 90), orientation=6))  # stored landscape
+    path.write_bytes(testing.jpeg_bytes(testing.photo(160, 90), orientation=6))  # stored landscape
     result = analyze(path, settings_factory())
     assert result.size == (90, 160)  # shown portrait
     assert all(d.mask.shape == (160, 90) for d in result.detections)
@@ -184,27 +193,27 @@ def test_exif_rotated_photo(settings_factory, tmp_path):
 
 
 def test_no_damage_overlay_is_the_photo(settings_factory, damage_no):
-    result = analyze(tiny_models.photo(50, 40), settings_factory(damage=damage_no))
+    result = analyze(testing.photo(50, 40), settings_factory(damage=damage_no))
     assert np.array_equal(np.asarray(annotate(result)), np.asarray(result.image))
 
 
 def test_to_dict_is_json_friendly(settings_factory):
     import json
 
-    data = analyze(tiny_models.photo(64, 64), settings_factory()).to_dict()
+    data = analyze(testing.photo(64, 64), settings_factory()).to_dict()
     assert json.loads(json.dumps(data)) == data
     assert set(data["damages"][0]) == {"label", "class_id", "score", "box", "area_pct"}
 
 
 def test_analysis_keeps_decoded_photo_not_caller_object(settings_factory):
-    original = tiny_models.photo(40, 30).convert("RGBA")
+    original = testing.photo(40, 30).convert("RGBA")
     result = analyze(original, settings_factory())
     assert isinstance(result, Analysis) and result.image.mode == "RGB"
     assert original.mode == "RGBA"
 
 
 def test_accepts_path_bytes_and_array(settings_factory, tmp_path):
-    photo = tiny_models.photo(64, 48)
+    photo = testing.photo(64, 48)
     path = tmp_path / "p.png"
     photo.save(path)
     settings = settings_factory()
@@ -229,7 +238,7 @@ def test_model_ref_parsing(tmp_path):
 
 
 def test_defaults_are_the_public_hub_models():
-    refs = Settings().model_refs()
+    refs = Settings().models.refs()
     assert str(refs["car"]) == "google/vit-base-patch16-224"
     assert str(refs["damage"]) == "openai/clip-vit-base-patch32"
     assert refs["segmenter"] == ModelRef("abdullahg7/cardd-yolov8s", filename="v2.0/best.pt")
@@ -243,14 +252,14 @@ def test_env_vars_override_profile(tmp_path, monkeypatch, car_binary, damage_no,
         '[runtime]\nprecision = "fp32"\nseg_backend = "torch"\n'
     )
     settings = Settings.from_env(profile)
-    assert settings.car_model.id == str(car_binary) and settings.seg_model.id == str(seg_model)
-    assert (settings.car_threshold, settings.mask_threshold) == (0.3, 0.4)
-    assert (settings.precision, settings.seg_backend) == ("fp32", "torch")
+    assert settings.models.car.id == str(car_binary) and settings.models.segmenter.id == str(seg_model)
+    assert (settings.thresholds.car, settings.thresholds.mask) == (0.3, 0.4)
+    assert (settings.models.precision, settings.models.seg_backend) == ("fp32", "torch")
     monkeypatch.setenv("DAMAGE_MODEL", "someone/damage@main")
     monkeypatch.setenv("MODELS_PROFILE", str(profile))
     settings = Settings.from_env()
-    assert settings.damage_model == ModelRef("someone/damage", revision="main")
-    assert settings.car_model.id == str(car_binary)
+    assert settings.models.damage == ModelRef("someone/damage", revision="main")
+    assert settings.models.car.id == str(car_binary)
 
 
 def test_profile_paths_are_relative_to_the_profile(tmp_path, seg_model):
@@ -259,17 +268,17 @@ def test_profile_paths_are_relative_to_the_profile(tmp_path, seg_model):
     (folder / "seg.pt").write_bytes(seg_model.read_bytes())
     (folder / "profile.toml").write_text('[segmenter]\nmodel = "seg.pt"\n[car]\nmodel = "owner/car"\nrevision = "r1"\n')
     settings = load_profile(folder / "profile.toml")
-    assert settings.seg_model.id == str((folder / "seg.pt").resolve())
-    assert settings.car_model == ModelRef("owner/car", revision="r1")
-    assert settings.calibration_photos is None
+    assert settings.models.segmenter.id == str((folder / "seg.pt").resolve())
+    assert settings.models.car == ModelRef("owner/car", revision="r1")
+    assert settings.models.calibration_photos is None
 
 
 def test_calibration_photos_from_profile_or_env(tmp_path, monkeypatch):
     (tmp_path / "profile.toml").write_text('[runtime]\nprecision = "int8"\ncalibration_photos = "photos"\n')
     settings = load_profile(tmp_path / "profile.toml")
-    assert (settings.precision, settings.calibration_photos) == ("int8", (tmp_path / "photos").resolve())
+    assert (settings.models.precision, settings.models.calibration_photos) == ("int8", (tmp_path / "photos").resolve())
     monkeypatch.setenv("CALIBRATION_PHOTOS", str(tmp_path / "other"))
-    assert Settings.from_env(tmp_path / "profile.toml").calibration_photos == tmp_path / "other"
+    assert Settings.from_env(tmp_path / "profile.toml").models.calibration_photos == tmp_path / "other"
 
 
 def test_bad_profile_is_a_clear_error(tmp_path):
@@ -283,15 +292,15 @@ def test_bad_profile_is_a_clear_error(tmp_path):
 def test_missing_local_model_names_model_env_var_and_cause(settings_factory, tmp_path):
     missing = tmp_path / "nowhere" / "best.pt"
     with pytest.raises(ModelLoadError) as info:
-        analyze(tiny_models.photo(32, 32), settings_factory(seg=missing))
+        analyze(testing.photo(32, 32), settings_factory(seg=missing))
     message = str(info.value)
     assert str(missing) in message and "SEG_MODEL" in message and "no such file" in message
 
 
 def test_offline_hub_model_error(settings_factory):
-    settings = settings_factory().with_overrides(car_model=ModelRef("nobody-here/not-cached-model"))
+    settings = settings_factory().with_models(car=ModelRef("nobody-here/not-cached-model"))
     with pytest.raises(ModelLoadError) as info:
-        analyze(tiny_models.photo(32, 32), settings)
+        analyze(testing.photo(32, 32), settings)
     message = str(info.value)
     assert "nobody-here/not-cached-model" in message and "CAR_MODEL" in message
     assert "offline" in message or "unreachable" in message
@@ -299,9 +308,9 @@ def test_offline_hub_model_error(settings_factory):
 
 def test_wrong_kind_of_model(settings_factory, car_binary, seg_model):
     with pytest.raises(ModelLoadError, match="SEG_MODEL"):
-        analyze(tiny_models.photo(32, 32), settings_factory(seg=car_binary))  # a folder, not weights
+        analyze(testing.photo(32, 32), settings_factory(seg=car_binary))  # a folder, not weights
     with pytest.raises(ModelLoadError, match="DAMAGE_MODEL"):
-        analyze(tiny_models.photo(32, 32), settings_factory(damage=seg_model))  # weights, not a folder
+        analyze(testing.photo(32, 32), settings_factory(damage=seg_model))  # weights, not a folder
 
 
 def test_importing_loads_nothing():
@@ -331,7 +340,7 @@ def test_models_load_once_across_threads(settings_factory, model_dir, monkeypatc
 
     from pipeline import classify
 
-    fresh = tiny_models.vit_classifier(model_dir / "car-threads", tiny_models.IMAGENET_STYLE_LABELS, favour="minivan")
+    fresh = testing.vit_classifier(model_dir / "car-threads", testing.IMAGENET_STYLE_LABELS, favour="minivan")
     calls = []
     real = classify.ImageClassifier.from_folder.__func__
 
@@ -342,7 +351,7 @@ def test_models_load_once_across_threads(settings_factory, model_dir, monkeypatc
     monkeypatch.setattr(classify.ImageClassifier, "from_folder", classmethod(counting))
     settings = settings_factory(car=fresh)
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda s: analyze(tiny_models.photo(48, 48, seed=s), settings), range(8)))
+        results = list(pool.map(lambda s: analyze(testing.photo(48, 48, seed=s), settings), range(8)))
     assert all(r.is_car for r in results)
     assert [Path(c) for c in calls].count(fresh) == 1
 
@@ -358,11 +367,11 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, monkeypatch, precision):
     """int8/bf16 classifiers and the OpenVINO segmenter: same verdicts, mask IoU >= 0.9 for matched instances."""
     pytest.importorskip("openvino", reason="OpenVINO is the fast segmenter backend")
-    from pipeline.models import clear_cache
+    from pipeline.hub import clear_cache
 
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
     clear_cache()  # load (and export) afresh into this test's cache folder
-    photos = [tiny_models.photo(160, 120, seed=s) for s in range(3)] + [tiny_models.photo(90, 200, seed=9)]
+    photos = [testing.photo(160, 120, seed=s) for s in range(3)] + [testing.photo(90, 200, seed=9)]
     exact = analyze_batch(photos, settings_factory(car=car_imagenet_random, car_threshold=0.0))
     fast = analyze_batch(
         photos,
@@ -384,10 +393,10 @@ def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, 
 def test_auto_precision_follows_the_cpu(monkeypatch):
     import torch
 
-    from pipeline import models
+    from pipeline.accel import precision as models
 
     features = {"amx_tile": False, "vnni": True}
-    monkeypatch.setattr(models, "_cpu_supports", lambda name: features[name])
+    monkeypatch.setattr(models, "cpu_supports", lambda name: features[name])
     assert models.resolve_precision("auto") == "int8"  # bf16 without AMX is emulated: slower than fp32
     features["amx_tile"] = True
     assert models.resolve_precision("auto") == "bf16"
@@ -410,71 +419,109 @@ def test_onnx_segmenter(settings_factory, seg_model, tmp_path):
     copy = tmp_path / seg_model.name
     shutil.copyfile(seg_model, copy)
     onnx_file = Path(YOLO(str(copy)).export(format="onnx", dynamic=True, imgsz=320, verbose=False))
-    exact = analyze(tiny_models.photo(200, 120), settings_factory())
-    result = analyze(tiny_models.photo(200, 120), settings_factory(seg=onnx_file))
+    exact = analyze(testing.photo(200, 120), settings_factory())
+    result = analyze(testing.photo(200, 120), settings_factory(seg=onnx_file))
     assert result.detections and all(d.mask.shape == (120, 200) for d in result.detections)
     assert [d.label for d in result.detections] == [d.label for d in exact.detections]
 
 
 def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog):
-    from pipeline import segment
-    from pipeline.models import clear_cache
+    from pipeline.accel import yolo
+    from pipeline.hub import clear_cache
 
     def broken(model, weights):
         raise RuntimeError("unsupported layer")
 
-    monkeypatch.setattr(segment, "_openvino_copy", broken)
+    monkeypatch.setattr(yolo, "_openvino_copy", broken)
     clear_cache()
-    result = analyze(tiny_models.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
+    result = analyze(testing.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
     assert result.detections
     assert "using PyTorch" in caplog.text
     clear_cache()
 
 
-def _assert_same_answers(exact: list[Analysis], fast: list[Analysis]) -> None:
-    for a, b in zip(exact, fast):
-        assert (a.is_car, a.is_damaged, bool(a.detections)) == (b.is_car, b.is_damaged, bool(b.detections))
-        ious = [max(_mask_iou(d.mask, o.mask) for o in b.detections if o.label == d.label) for d in a.detections]
-        assert np.mean(ious) >= 0.9
-
-
-def test_calibrated_int8_segmenter_matches_fp32(settings_factory, tmp_path, monkeypatch, caplog):
-    """Static int8 (NNCF) segmenter calibrated on a folder of photos: cached, and the same answers as fp32."""
+def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path, monkeypatch, caplog):
+    """Static int8 (NNCF) segmenter calibrated on a folder of photos: built once into the cache and used (no
+    fallback), with well-formed answers. How far its answers drift is judged on a trained model (next test): with
+    this model's random weights every anchor is a near-tie at the class bias, so which instances survive is noise
+    under any quantisation (measured: 0 to 35 of 35 instances kept, over four seeds, and differently on each CPU
+    make), which no bound on mask IoU can hold on every machine."""
     pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
-    from pipeline.models import clear_cache
+    from pipeline.hub import clear_cache
 
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
     clear_cache()
     calibration = tmp_path / "calibration"
     calibration.mkdir()
     for seed in range(4):
-        tiny_models.photo(200, 150, seed=100 + seed).save(calibration / f"{seed}.jpg")
-    photos = [tiny_models.photo(160, 120, seed=s) for s in range(3)] + [tiny_models.photo(90, 200, seed=9)]
+        testing.photo(200, 150, seed=100 + seed).save(calibration / f"{seed}.jpg")
+    photos = [testing.photo(160, 120, seed=s) for s in range(3)] + [testing.photo(90, 200, seed=9)]
     exact = analyze_batch(photos, settings_factory())
     fast_settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
     fast = analyze_batch(photos, fast_settings)
     assert list((tmp_path / "cache" / "openvino").glob("*/*_int8_openvino_model/metadata.yaml"))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no fallback taken
-    _assert_same_answers(exact, fast)
+    for photo, a, b in zip(photos, exact, fast):
+        assert (a.is_car, a.is_damaged, b.segmented) == (b.is_car, b.is_damaged, True)
+        assert all(d.mask.shape == (photo.height, photo.width) and d.label in {"dent", "scratch"} for d in b.detections)
+    clear_cache()
+
+
+@pytest.mark.shared
+def test_int8_segmenter_keeps_a_trained_models_answers(shared_dir, tmp_path, monkeypatch):
+    """The int8 path's promise, on a trained segmenter (the shared YOLO11n-seg vehicles checkpoint) and 40 real
+    car photos, calibrated on 16 others of the same sets: the same verdicts (anything found or not), matched masks
+    of nearly the same shape, few instances lost or added. Measured over 8 photo/calibration seeds on this path
+    (docs/performance.md): mean matched IoU 0.983-0.990, 0-3 instances of ~42 unmatched on either side a seed,
+    38-40 of 40 verdicts; the bounds leave that margin for other CPU makes."""
+    pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
+    import random
+
+    from pipeline.decode import load_photo
+    from pipeline.hub import clear_cache
+    from pipeline.segment import Segmenter
+    from pipeline.testing import instance_drift
+
+    weights = shared_dir / "models" / "yolo11n-seg-vehicles" / "yolo11n-seg-vehicles.pt"
+    data = shared_dir / "data"
+    pool = sorted((data / "web-whole-cars").glob("*.jpg")) + sorted(
+        (data / "dsmlr-carparts" / "JPEGImages").glob("*.jpg")
+    )
+    rng = random.Random(0)
+    picks = rng.sample(pool, 40)
+    calibration = tmp_path / "calibration"
+    calibration.mkdir()
+    for i, source in enumerate(rng.sample([p for p in pool if p not in picks], 16)):
+        (calibration / f"{i}.jpg").symlink_to(source)
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    photos = [load_photo(p) for p in picks]
+    exact = Segmenter(ModelRef(str(weights)), "fp32", "torch").detect(photos, 0.25)
+    fast = Segmenter(ModelRef(str(weights)), "int8", "openvino", calibration, 640).detect(photos, 0.25)
+    drift, instances = instance_drift(exact, fast), sum(map(len, exact))
+    assert instances >= 30, "too few instances to judge drift"
+    assert sum(bool(a) == bool(b) for a, b in zip(exact, fast)) >= 37
+    assert drift["mask_iou_vs_fp32_mean"] >= 0.95, drift
+    assert max(drift["instances_only_in_fp32"], drift["instances_only_in_fast"]) <= max(1, instances // 10), drift
     clear_cache()
 
 
 def test_int8_failures_fall_back(settings_factory, tmp_path, monkeypatch, caplog):
     """A failing int8 conversion costs speed, never an answer: f32 OpenVINO segmenter, PyTorch classifiers."""
-    from pipeline import accel
-    from pipeline.models import clear_cache
+    from pipeline.accel import classifiers, yolo
+    from pipeline.hub import clear_cache
 
     def broken(*args, **kwargs):
         raise RuntimeError("unsupported layer")
 
-    monkeypatch.setattr(accel, "int8_segmenter", broken)
-    monkeypatch.setattr(accel, "int8_classifier", broken)
+    monkeypatch.setattr(yolo, "_int8_copy", broken)
+    monkeypatch.setattr(classifiers, "int8_classifier", broken)
     clear_cache()
     calibration = tmp_path / "calibration"
     calibration.mkdir()
-    tiny_models.photo(64, 64).save(calibration / "one.png")
+    testing.photo(64, 64).save(calibration / "one.png")
     settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
-    result = analyze(tiny_models.photo(64, 64), settings)
+    result = analyze(testing.photo(64, 64), settings)
     assert result.detections and result.damage is not None
     assert "using f32 OpenVINO" in caplog.text and "using PyTorch" in caplog.text
     clear_cache()
@@ -512,11 +559,11 @@ def test_cached_int8_classifier_needs_no_pytorch_weights(car_imagenet_random, tm
     import transformers
 
     from pipeline.car import CarCheck
-    from pipeline.models import clear_cache
+    from pipeline.hub import clear_cache
 
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
     clear_cache()
-    photos = [tiny_models.photo(64, 48, seed=s) for s in range(2)]
+    photos = [testing.photo(64, 48, seed=s) for s in range(2)]
     first = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
     clear_cache()
 

@@ -49,8 +49,8 @@ def test_cars_are_cars_and_other_photos_are_not(settings_factory, imagenet_model
         ],
         48,
     )
-    settings = settings_factory(car=imagenet_model, car_threshold=0.1, cascade=True).with_overrides(
-        car_model=ModelRef(str(imagenet_model))
+    settings = settings_factory(car=imagenet_model, car_threshold=0.1, cascade=True).with_models(
+        car=ModelRef(str(imagenet_model))
     )
     car_hits = [a.is_car for a in analyze_batch(cars, settings)]
     other_hits = [a.is_car for a in analyze_batch(others, settings)]

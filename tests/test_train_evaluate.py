@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import tiny_models
+from pipeline import testing
 from train import evaluate
 
 
@@ -49,11 +49,11 @@ def test_verdict_metrics() -> None:
 
 
 def test_classifier_on_a_folder_with_report(tmp_path: Path) -> None:
-    model = tiny_models.vit_classifier(tmp_path / "model", ["whole", "damaged"], favour="damaged")
+    model = testing.vit_classifier(tmp_path / "model", ["whole", "damaged"], favour="damaged")
     for i in range(3):
         folder = tmp_path / "data" / "damaged"
         folder.mkdir(parents=True, exist_ok=True)
-        tiny_models.photo(48, 40, seed=i).save(folder / f"src__{i}.jpg")
+        testing.photo(48, 40, seed=i).save(folder / f"src__{i}.jpg")
     metrics = evaluate.evaluate_classifier(model, tmp_path / "data", role="damage")
     assert metrics["n"] == 3 and metrics["accuracy"] == 1.0 and metrics["balanced_accuracy"] == 1.0
     assert metrics["per_source"] == {"src/positive": {"n": 3, "accuracy": 1.0}}
@@ -62,10 +62,10 @@ def test_classifier_on_a_folder_with_report(tmp_path: Path) -> None:
 
 
 def test_imagenet_style_car_check(tmp_path: Path) -> None:
-    model = tiny_models.vit_classifier(tmp_path / "m", tiny_models.IMAGENET_STYLE_LABELS, favour="sports car")
+    model = testing.vit_classifier(tmp_path / "m", testing.IMAGENET_STYLE_LABELS, favour="sports car")
     for label in ("car", "not_car"):
         (tmp_path / "d" / label).mkdir(parents=True)
-        tiny_models.photo(40, 40, seed=3).save(tmp_path / "d" / label / "x.jpg")
+        testing.photo(40, 40, seed=3).save(tmp_path / "d" / label / "x.jpg")
     metrics = evaluate.evaluate_classifier(model, tmp_path / "d", role="car")
     assert metrics["confusion_matrix"] == [[0, 1], [0, 1]]  # everything is a car to this model
     assert metrics["balanced_accuracy"] == 0.5
@@ -81,11 +81,11 @@ def test_source_balanced_accuracy() -> None:
 
 
 def test_classifier_plus_segmenter_combinations(tmp_path: Path) -> None:
-    classifier = tiny_models.vit_classifier(tmp_path / "cls", ["whole", "damaged"], favour="damaged")
-    segmenter = tiny_models.yolo_seg(tmp_path / "seg", ["damage"])
+    classifier = testing.vit_classifier(tmp_path / "cls", ["whole", "damaged"], favour="damaged")
+    segmenter = testing.yolo_seg(tmp_path / "seg", ["damage"])
     for label in ("whole", "damaged"):
         (tmp_path / "d" / label).mkdir(parents=True)
-        tiny_models.photo(64, 64, seed=len(label)).save(tmp_path / "d" / label / "x.jpg")
+        testing.photo(64, 64, seed=len(label)).save(tmp_path / "d" / label / "x.jpg")
     metrics = evaluate.combined_damage_metrics(classifier, segmenter, tmp_path / "d", imgsz=64)
     assert set(metrics) >= {"classifier_only", "segmenter_max_conf", "mean", "noisy_or", "max"}
     assert metrics["classifier_only"]["balanced_accuracy"] == 0.5  # says damaged to both photos

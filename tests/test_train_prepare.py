@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import tiny_models
+from pipeline import testing
 from train import prepare
 
 SQUARE = np.array([[10.0, 20.0], [90.0, 20.0], [90.0, 60.0], [10.0, 60.0]])
@@ -24,7 +24,7 @@ def test_polygon_round_trip() -> None:
 def _save(folder: Path, name: str, seed: int, size: tuple[int, int] = (200, 100)) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
-    tiny_models.photo(*size, seed=seed).save(path)
+    testing.photo(*size, seed=seed).save(path)
     return path
 
 

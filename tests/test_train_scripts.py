@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import tiny_models
+from pipeline import testing
 
 
 def _image_folders(root: Path, per_label: int = 4) -> Path:
@@ -16,7 +16,7 @@ def _image_folders(root: Path, per_label: int = 4) -> Path:
         folder = root / label
         folder.mkdir(parents=True)
         for i in range(per_label):
-            tiny_models.photo(48, 40, seed=100 * label_index + i).save(folder / f"{i}.jpg")
+            testing.photo(48, 40, seed=100 * label_index + i).save(folder / f"{i}.jpg")
     return root
 
 
@@ -25,7 +25,7 @@ def test_train_classifier_few_steps(tmp_path: Path) -> None:
 
     from train.train_classifier import main
 
-    base = tiny_models.vit_classifier(tmp_path / "base", ["a", "b", "c"], favour=None)
+    base = testing.vit_classifier(tmp_path / "base", ["a", "b", "c"], favour=None)
     data = _image_folders(tmp_path / "data")
     out = tmp_path / "out"
     main(
@@ -49,9 +49,9 @@ def test_augmentation_keeps_the_model_geometry(tmp_path: Path) -> None:
 
     from train.train_classifier import eval_transform, train_transform
 
-    base = tiny_models.vit_classifier(tmp_path / "base", ["whole", "damaged"], favour=None)
+    base = testing.vit_classifier(tmp_path / "base", ["whole", "damaged"], favour=None)
     processor = AutoImageProcessor.from_pretrained(base)
-    image = tiny_models.photo(300, 200, seed=1)
+    image = testing.photo(300, 200, seed=1)
     for transform in (
         train_transform(processor, "strong"),
         train_transform(processor, "light"),
@@ -75,7 +75,7 @@ def _yolo_dataset(root: Path) -> Path:
     for i in range(4):
         path = root / "src" / f"{i}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tiny_models.photo(64, 64, seed=i).save(path)
+        testing.photo(64, 64, seed=i).save(path)
         polygon = np.array([[8, 8], [40, 10], [44, 40], [10, 36]], dtype=float) + i
         samples.append(Sample(path, [("dent", polygon)]))
     return build_yolo_dataset({"": samples}, root / "yolo", names=["dent", "scratch"], val_fraction=0.5)
@@ -110,19 +110,19 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     from pipeline.settings import load_profile
     from train.build_profile import write_profile
 
-    car = tiny_models.vit_classifier(tmp_path / "shared" / "car", tiny_models.IMAGENET_STYLE_LABELS, favour=None)
+    car = testing.vit_classifier(tmp_path / "shared" / "car", testing.IMAGENET_STYLE_LABELS, favour=None)
     out = tmp_path / "models" / "offline"
-    tiny_models.vit_classifier(out / "damage-classifier", ["whole", "damaged"], favour=None)
-    seg = tiny_models.yolo_seg(out / "segmenter-build", ["damage"])
+    testing.vit_classifier(out / "damage-classifier", ["whole", "damaged"], favour=None)
+    seg = testing.yolo_seg(out / "segmenter-build", ["damage"])
     (out / "segmenter").mkdir()
     seg.rename(out / "segmenter" / "best.pt")
     profile = write_profile(out, car, {"car": 0.1, "damage": 0.5, "mask": 0.25}, seg_imgsz=512)
     settings = load_profile(profile)
-    assert settings.seg_image_size == 512  # the segmenter runs at the size it was trained at
-    assert Path(settings.car_model.id) == car.resolve()
-    assert Path(settings.damage_model.id) == (out / "damage-classifier").resolve()
-    assert Path(settings.seg_model.id) == (out / "segmenter" / "best.pt").resolve()
-    assert (settings.car_threshold, settings.damage_threshold) == (0.1, 0.5)
+    assert settings.models.seg_image_size == 512  # the segmenter runs at the size it was trained at
+    assert Path(settings.models.car.id) == car.resolve()
+    assert Path(settings.models.damage.id) == (out / "damage-classifier").resolve()
+    assert Path(settings.models.segmenter.id) == (out / "segmenter" / "best.pt").resolve()
+    assert (settings.thresholds.car, settings.thresholds.damage) == (0.1, 0.5)
 
 
 def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def _tiny_timm_wrapper(folder: Path) -> Path:
     """A timm-wrapper classifier like the shared EfficientNet: ImageNet-style ``label_names`` in its config."""
     from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
 
-    labels = tiny_models.IMAGENET_STYLE_LABELS[:3]
+    labels = testing.IMAGENET_STYLE_LABELS[:3]
     config = TimmWrapperConfig(architecture="test_efficientnet", num_labels=3, id2label=dict(enumerate(labels)))
     TimmWrapperForImageClassification(config).save_pretrained(folder)
     data = json.loads((folder / "config.json").read_text())

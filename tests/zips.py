@@ -7,7 +7,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from tests import tiny_models
+from pipeline import testing
 
 
 def photos_zip(path: Path, count: int, broken: int = 0, size: tuple[int, int] = (64, 48)) -> Path:
@@ -15,13 +15,13 @@ def photos_zip(path: Path, count: int, broken: int = 0, size: tuple[int, int] = 
     with zipfile.ZipFile(path, "w") as archive:
         for i in range(count - broken):
             folder = "cars/" if i % 2 else ""
-            archive.writestr(f"{folder}photo_{i:03d}.jpg", tiny_models.jpeg_bytes(tiny_models.photo(*size, seed=i)))
+            archive.writestr(f"{folder}photo_{i:03d}.jpg", testing.jpeg_bytes(testing.photo(*size, seed=i)))
         bad = [
             ("notes.txt", b"not a photo"),
             ("fake.jpg", b"this is text named .jpg"),
-            ("truncated.jpg", tiny_models.jpeg_bytes(tiny_models.photo(*size))[:300]),
+            ("truncated.jpg", testing.jpeg_bytes(testing.photo(*size))[:300]),
             ("empty.png", b""),
-            ("broken.png", tiny_models.png_bytes(tiny_models.photo(*size))[:60]),
+            ("broken.png", testing.png_bytes(testing.photo(*size))[:60]),
         ]
         for i in range(broken):
             name, data = bad[i % len(bad)]
@@ -37,7 +37,7 @@ def with_entries(path: Path, entries: list[tuple[zipfile.ZipInfo | str, bytes]])
 
 
 def good_photo() -> bytes:
-    return tiny_models.jpeg_bytes(tiny_models.photo(48, 32))
+    return testing.jpeg_bytes(testing.photo(48, 32))
 
 
 def traversal_zip(path: Path) -> Path:

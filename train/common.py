@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from pipeline.archive import IMAGE_SUFFIXES  # the photo formats the product reads are the ones we train on
+from pipeline.formats import IMAGE_SUFFIXES  # the photo formats the product reads are the ones we train on
 
 # Prepared folders name files "<source>__<name>": metrics can then be broken down by source.
 SOURCE_SEPARATOR = "__"

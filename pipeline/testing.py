@@ -1,12 +1,16 @@
-"""Builders for tiny offline models with real label names, and synthetic photos."""
+"""For tests and benchmarks: tiny offline models with real label names, synthetic photos, and how two runs'
+answers are compared (instances matched one to one). No test framework is imported here."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .results import Detection
 
 # A few real ImageNet label strings (car classes and others) padded to an ImageNet-sized label set.
 IMAGENET_STYLE_LABELS = [
@@ -128,3 +132,115 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def match_instances(exact: Sequence[Detection], fast: Sequence[Detection], least_iou: float = 0.5) -> list[float]:
+    """IoUs of one-to-one matched instance pairs (same label), greedily by IoU, at IoU >= ``least_iou`` (as mAP
+    matches). Instances left without a partner are drift in *what* is found, kept apart from drift in *where*."""
+    pairs = sorted(
+        (
+            (d.mask_crop.iou(o.mask_crop), i, j)
+            for i, d in enumerate(exact)
+            for j, o in enumerate(fast)
+            if d.label == o.label
+        ),
+        reverse=True,
+    )
+    used_exact, used_fast, ious = set(), set(), []
+    for iou, i, j in pairs:
+        if iou >= least_iou and i not in used_exact and j not in used_fast:
+            used_exact.add(i)
+            used_fast.add(j)
+            ious.append(iou)
+    return ious
+
+
+def instance_drift(exact: Sequence[Sequence[Detection]], fast: Sequence[Sequence[Detection]]) -> dict[str, object]:
+    """Mask IoU of matched pairs over many photos, and the instances left unmatched on each side."""
+    ious, only_exact, only_fast = [], 0, 0
+    for a, b in zip(exact, fast):
+        matched = match_instances(a, b)
+        ious += matched
+        only_exact += len(a) - len(matched)
+        only_fast += len(b) - len(matched)
+    return {
+        "mask_iou_vs_fp32_min": round(min(ious), 3) if ious else None,
+        "mask_iou_vs_fp32_mean": round(float(np.mean(ious)), 3) if ious else None,
+        "matched_instances": len(ious),
+        "instances_only_in_fp32": only_exact,
+        "instances_only_in_fast": only_fast,
+    }
+
+
+# ---------------------------------------------------------------- uploads that test memory bounds
+
+
+def memory_cases(folder: Path) -> list[tuple[str, Path]]:
+    """Files of the shapes and modes the limits admit that used to take gigabytes: (name, path). Cheap to make
+    (blank pixels compress to almost nothing), expensive to decode naively."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = []
+
+    def save(name: str, image: Image.Image, **options) -> None:
+        image.save(folder / name, **options)
+        cases.append((name.rsplit(".", 1)[0], folder / name))
+
+    save("strip_40000x1.png", Image.new("L", (40000, 1), 128))
+    save("tall_20x400.png", Image.new("RGB", (20, 400), (90, 90, 90)))  # at the aspect limit: analysed
+    photo(400, 375, seed=7).resize((8000, 7500), Image.BILINEAR).save(folder / "sixty_mp.jpg", quality=70)
+    cases.append(("sixty_mp", folder / "sixty_mp.jpg"))
+    save("sixteen_bit_81mp.png", Image.fromarray(np.full((9000, 9000), 30000, dtype=np.uint16)))
+    save("rgba_88mp.png", Image.new("RGBA", (9400, 9400), (200, 30, 30, 128)))
+    save("float_tiff_60mp.tif", Image.new("F", (8000, 7500), 0.5), compression="tiff_deflate")
+    cases.append(("big_pngs_zip", _repeated_zip(folder / "big_pngs.zip", Image.new("L", (8000, 8000)), 150)))
+    cases.append(("webp_named_wide_zip", _webp_named_wide_zip(folder / "webp_named_wide.zip")))
+    return cases
+
+
+def _repeated_zip(path: Path, image: Image.Image, count: int) -> Path:
+    """``count`` copies of one PNG (a few MB in all, however many pixels they declare)."""
+    import zipfile
+
+    data = png_bytes(image)
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            archive.writestr(f"blank_{i:03d}.png", data)
+    return path
+
+
+def _webp_named_wide_zip(path: Path) -> Path:
+    """A good photo, and a 17000-pixel-wide PNG named .webp (wider than WebP can encode)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("good.jpg", jpeg_bytes(photo(64, 48)))
+        archive.writestr("wide.webp", png_bytes(photo(17000, 900, seed=3)))
+    return path
+
+
+def peak_rss_during(run, interval: float = 0.005) -> tuple[float, float, object]:
+    """(RSS before, peak RSS while ``run()`` ran, in MB; its result or the exception it raised), sampled."""
+    import gc
+    import threading
+
+    import psutil
+
+    process, samples, done = psutil.Process(), [], threading.Event()
+    gc.collect()
+    before = process.memory_info().rss
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(process.memory_info().rss)
+            done.wait(interval)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        outcome = run()
+    except Exception as exc:  # the outcome of a refused input is its exception
+        outcome = exc
+    finally:
+        done.set()
+        sampler.join()
+    return before / 2**20, max([before, *samples]) / 2**20, outcome

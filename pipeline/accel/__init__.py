@@ -1,0 +1,22 @@
+"""How a model runs fast: the precision for this CPU, OpenVINO / int8 copies, and the on-disk cache they live in.
+
+Stage modules hand their PyTorch model (or weights file) here and get back something with the same interface.
+Everything here is optional: any failure falls back to PyTorch or f32 OpenVINO, with a warning.
+"""
+
+from .cache import build_once, cache_dir
+from .classifiers import inference_forward
+from .precision import for_inference, resolve_precision
+from .yolo import choose_backend, import_yolo, on_openvino, quiet_ultralytics
+
+__all__ = [
+    "build_once",
+    "cache_dir",
+    "choose_backend",
+    "for_inference",
+    "import_yolo",
+    "inference_forward",
+    "on_openvino",
+    "quiet_ultralytics",
+    "resolve_precision",
+]

@@ -1,0 +1,228 @@
+"""Running entries through the cascade in batches: one row per entry, in the input's order, whatever happens.
+
+A fault while reading, decoding, analysing, drawing, encoding or writing one entry becomes that entry's row and
+never stops the others. Photos are decoded, analysed and written one batch at a time, so memory stays flat
+however large the zip. A job stops early (the rest listed as not processed) when its time budget runs out or its
+client goes away.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyze import analyze_photos
+from .decode import Photo, load_photo
+from .errors import CorruptPhotoError, InputError, ModelLoadError, NotAnImageError, UnsafeArchiveError
+from .formats import has_photo_suffix, not_a_photo_message
+from .report import ReportWriter, Summary
+from .results import Analysis, ReportRow, Status
+from .settings import Settings
+from .sinks import DirSink, ZipSink
+from .zipsafe import Entries, Entry, ZipLimits, open_paths, open_zip
+
+Progress = Callable[[int, int, str], None]  # (entries done, entries in all, current name)
+
+
+@dataclass
+class JobControl:
+    """When a job stops before its end: a wall-clock budget, and whether anybody still waits for it."""
+
+    seconds: float | None = None
+    client_gone: Callable[[], bool] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def stop_reason(self) -> str:
+        """Why the job must stop now, or ''."""
+        if self.client_gone is not None and self.client_gone():
+            return "not processed: the job was cancelled (the client went away)"
+        if self.seconds is not None and time.monotonic() - self.started > self.seconds:
+            return f"not processed: the job's time budget ({self.seconds:g} s) ran out"
+        return ""
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What ``process_zip`` (or the CLI) produced."""
+
+    archive: Path | None
+    rows: list[ReportRow]
+    summary: Summary
+    coco: dict[str, Any] = field(repr=False)
+
+
+@dataclass
+class _Item:
+    """An entry on its way: its decoded photo, or the row it gets instead."""
+
+    name: str
+    photo: Photo | None = None
+    status: Status = Status.OK
+    message: str = ""
+
+
+class _Loop:
+    def __init__(self, writer: ReportWriter, settings: Settings, total: int, progress, control: JobControl) -> None:
+        self.writer, self.settings, self.total = writer, settings, total
+        self.progress, self.control = progress, control
+        self.pending: list[_Item] = []
+        self.done = 0
+
+    def add(self, entry: Entry) -> None:
+        reason = self.control.stop_reason()
+        if reason:
+            self.writer.stopped = self.writer.stopped or reason
+            self.pending.append(_Item(entry.name, status=Status.NOT_PROCESSED, message=reason))
+        elif entry.read is None:
+            self.pending.append(_Item(entry.name, status=entry.status, message=entry.message))
+        else:
+            self.pending.append(_decoded(entry, self.settings))
+        if sum(item.photo is not None for item in self.pending) >= self.settings.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Analyse the pending photos, then hand every pending entry to the writer in order."""
+        photos = [item.photo for item in self.pending if item.photo is not None]
+        reason = self.control.stop_reason() if photos else ""
+        self.writer.stopped = self.writer.stopped or reason
+        outcomes = iter([] if reason else _analysed(photos, self.settings))
+        for item in self.pending:
+            if item.photo is None:
+                self.writer.add_failure(item.name, item.status, item.message)
+            elif reason:
+                self.writer.add_failure(item.name, Status.NOT_PROCESSED, reason)
+            else:
+                self._write(item.name, next(outcomes))
+            self.done += 1
+            if self.progress:
+                self.progress(self.done, self.total, item.name)
+        self.pending.clear()
+
+    def _write(self, name: str, outcome: Analysis | str) -> None:
+        if isinstance(outcome, Analysis):
+            self.writer.add_analysis(name, outcome)
+        else:
+            self.writer.add_failure(name, Status.ERROR, outcome)
+
+
+def run_entries(
+    entries: Entries,
+    writer: ReportWriter,
+    settings: Settings,
+    progress: Progress | None = None,
+    control: JobControl | None = None,
+) -> None:
+    """Every entry through the cascade, in order, into the writer."""
+    loop = _Loop(writer, settings, entries.count, progress, control or JobControl())
+    for entry in entries.items:
+        loop.add(entry)
+    loop.flush()
+
+
+def _decoded(entry: Entry, settings: Settings) -> _Item:
+    """The entry's photo, or the row it gets: refused (unsafe), skipped (not a photo, by name and content) or
+    error (a photo we cannot read, or any decoder fault)."""
+    try:
+        data = entry.read()  # type: ignore[misc]
+        return _Item(entry.name, load_photo(data, settings.limits))
+    except UnsafeArchiveError as exc:
+        return _Item(entry.name, status=Status.REFUSED, message=str(exc))
+    except CorruptPhotoError as exc:
+        return _Item(entry.name, status=Status.ERROR, message=_message(exc))
+    except NotAnImageError as exc:
+        if has_photo_suffix(entry.name):
+            return _Item(entry.name, status=Status.ERROR, message=_message(exc))
+        return _Item(entry.name, status=Status.SKIPPED, message=not_a_photo_message(entry.name))
+    except InputError as exc:
+        return _Item(entry.name, status=Status.ERROR, message=_message(exc))
+    except Exception as exc:  # a decoder fault on a hostile file costs its own row, never the zip
+        return _Item(entry.name, status=Status.ERROR, message=f"could not decode this photo ({type(exc).__name__})")
+
+
+def _message(exc: Exception) -> str:
+    return str(exc).removeprefix("upload: ")
+
+
+def _analysed(photos: list[Photo], settings: Settings) -> list[Analysis | str]:
+    """Analyse a batch; if it fails, photo by photo, so one bad photo costs only its own row."""
+    try:
+        return list(analyze_photos(photos, settings))
+    except ModelLoadError:
+        raise  # nothing can be analysed: the caller reports it once
+    except Exception as exc:
+        if len(photos) == 1:
+            return [f"analysis failed for this photo ({type(exc).__name__})"]
+    return [outcome for photo in photos for outcome in _analysed([photo], settings)]
+
+
+def process_zip(
+    zip_path: str | Path,
+    out_dir: str | Path,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+    limits: ZipLimits = ZipLimits(),
+    control: JobControl | None = None,
+) -> BatchResult:
+    """Analyse every photo of a zip; write ``<zip name>-results.zip`` into ``out_dir``.
+
+    The archive holds the annotated photos under their original relative names, ``report.csv`` (one row per
+    entry), ``predictions.json`` (COCO, RLE masks) and ``summary.json``. It appears only when complete: a
+    failed or cancelled job leaves no half-written archive behind.
+    """
+    settings = settings or Settings.from_env()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = open_zip(zip_path, limits)
+    final = out_dir / f"{_safe_stem(Path(zip_path).stem)}-results.zip"
+    fd, partial_name = tempfile.mkstemp(prefix=".partial-", suffix=".zip", dir=out_dir)
+    os.close(fd)
+    partial = Path(partial_name)
+    try:
+        sink = ZipSink(partial)
+        writer = ReportWriter(sink, settings)
+        try:
+            run_entries(entries, writer, settings, progress, control)
+            writer.finish()
+        finally:
+            sink.close()
+        os.replace(partial, final)
+    finally:
+        partial.unlink(missing_ok=True)
+    return BatchResult(final, writer.rows, writer.summary(), writer.coco())
+
+
+def process_inputs(
+    inputs: list[Path],
+    out_dir: Path,
+    settings: Settings,
+    progress: Progress | None = None,
+    limits: ZipLimits = ZipLimits(),
+    control: JobControl | None = None,
+) -> BatchResult:
+    """Photos, folders and zips (entries named '<zip stem>/<entry>') into a folder: the command line's job."""
+    writer = ReportWriter(DirSink(out_dir), settings)
+    opened = [open_zip(p, limits) if _is_zip(p) else open_paths([p], limits) for p in inputs]
+    named = [_prefixed(p.stem, e.items) if _is_zip(p) else e.items for p, e in zip(inputs, opened)]
+    entries = Entries(sum(e.count for e in opened), (entry for items in named for entry in items))
+    run_entries(entries, writer, settings, progress, control)
+    writer.finish()
+    return BatchResult(None, writer.rows, writer.summary(), writer.coco())
+
+
+def _is_zip(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".zip"
+
+
+def _prefixed(prefix: str, entries: Iterable[Entry]) -> Iterator[Entry]:
+    for entry in entries:
+        yield Entry(f"{prefix}/{entry.name}", entry.read, entry.status, entry.message)
+
+
+def _safe_stem(stem: str) -> str:
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:80].strip("._")
+    return cleaned or "photos"
