@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,17 +46,17 @@ ZIP_QUEUE_SIZE = int(os.environ.get("ZIP_QUEUE_SIZE", "8"))  # waiting zips: the
 GALLERY_SIZE = 12
 JOB_MAX_AGE = 600  # seconds a finished job folder is kept (gradio has copied the archive by then)
 
-DAMAGE_HEADERS = ["class", "confidence", "area %", "box (x1, y1, x2, y2)"]
+DAMAGE_HEADERS = ["part", "type", "severity", "area %", "confidence", "box (x1, y1, x2, y2)"]
 ZIP_HEADERS = [
     "file", "status", "message", "is_car", "car_score", "is_damaged", "damage_score",
-    "damage_count", "damage_classes", "damage_area_pct",
+    "damage_count", "damage_classes", "damage_area_pct", "severity", "damaged_parts",
 ]  # fmt: skip
 
 DESCRIPTION = """\
 # 🚗 Car damage detection
-Upload a photo: is there a car, is it damaged, and where (instance masks of dents, scratches, ...).
-Upload a zip of photos to get every photo annotated plus a report. The API (link at the bottom) exposes
-`/analyze_image` and `/analyze_zip`.
+Upload a photo: is there a car, is it damaged, how badly, where (instance masks of dents, scratches, ...) and on
+which part. Upload a zip of photos to get every photo annotated plus a report to file (report.html, report.csv).
+The API (link at the bottom) exposes `/analyze_image` and `/analyze_zip`; the Space is also an MCP server.
 """
 
 
@@ -254,21 +255,27 @@ class CarDamageApp:
         mask_threshold: float | None = None,
         always_segment: bool | None = None,
     ) -> tuple[str, dict[str, float], Image.Image, dict[str, Any], dict[str, Any]]:
-        """Analyse one photo: is there a car, is it damaged, and where.
+        """Analyse one photo of a car for damage, as an insurance adjuster would: is there a car, is it damaged,
+        how badly (minor / moderate / severe), where (one mask per damaged area: dent, scratch, broken part, ...)
+        and on which car part (front bumper, hood, door, ...). Leave the thresholds out to use the app's defaults.
 
         Args:
-            image: the photo (JPEG, PNG, WebP, HEIC, BMP, GIF or TIFF); EXIF orientation is applied.
-            car_threshold: minimum car probability to call the photo a car.
-            damage_threshold: minimum damage probability to call the car damaged.
-            mask_threshold: minimum confidence of a damage instance (mask).
-            always_segment: also look for damage masks on cars judged undamaged.
+            image: the photo (JPEG, PNG, WebP, HEIC, BMP, GIF or TIFF), uploaded; EXIF orientation is applied.
+            car_threshold: minimum car probability (0-1) to call the photo a car; lower finds more close-ups.
+            damage_threshold: minimum damage probability (0-1) to call the car damaged.
+            mask_threshold: minimum confidence (0-1) of a damaged area to outline it.
+            always_segment: also outline possible damage on cars judged undamaged.
 
         Returns:
-            summary: one sentence, e.g. "Damaged car (car 97%, damage 88%). 2 damaged area(s): dent.".
+            summary: one sentence, e.g. "Damaged car (car 97%, damage 88%). Severity: moderate (71%). 2 damaged
+                area(s): dent, scratch. Damaged parts: front bumper.". "No car found" and "No damage found" are
+                ordinary answers.
             confidences: {"car": probability, "damage": probability}; "damage" is absent when no car was found.
             annotated: the photo with masks, boxes and labels drawn (longest side at most 1600 pixels).
-            damages: table of damage instances: class, confidence, area % of the photo, box (original pixels).
-            result: the full result as JSON (verdicts, scores, damages, models).
+            damages: one row per damaged area: part, type, severity, area % of the photo, confidence, box
+                (x1, y1, x2, y2 in the original photo's pixels).
+            result: the full result as JSON: is_car, car_score, is_damaged, damage_score, severity,
+                severity_score, damaged_parts, damages (label, type, severity, part, score, box, area_pct), models.
         """
         if not image:
             raise gr.Error("Upload a photo first.")
@@ -281,7 +288,14 @@ class CarDamageApp:
         if analysis.damage is not None:
             confidences["damage"] = round(analysis.damage.score, 4)
         damages = [
-            [d.label, round(d.score, 3), round(d.area_pct, 2), ", ".join(f"{v:.0f}" for v in d.box)]
+            [
+                d.part,
+                d.damage_type,
+                d.severity,
+                round(d.area_pct, 2),
+                round(d.score, 3),
+                ", ".join(f"{v:.0f}" for v in d.box),
+            ]
             for d in analysis.detections
         ]
         result = analysis.to_dict() | {"models": _model_names(settings)}
@@ -317,7 +331,8 @@ class CarDamageApp:
             summary_text: the summary for people (Markdown).
             report: one row per file of the zip: file, status, message, verdicts and scores.
             gallery: the first annotated photos with their verdicts.
-            summary: the summary as JSON (files, photos analysed, cars, damaged cars, failures and why).
+            summary: the summary as JSON (files, photos analysed, cars, damaged cars, damaged parts, severities,
+                failures and why).
         """
         if not archive:
             raise gr.Error("Upload a zip of photos first.")
@@ -337,6 +352,25 @@ class CarDamageApp:
         summary = batch.summary
         return str(batch.archive), summary_markdown(summary), table, _gallery(batch), summary.to_dict()
 
+    def before_after(self, photo: str | None, annotated: Any) -> tuple[Image.Image, Image.Image] | None:
+        """The photo as analysed beside its overlay, for the page's slider (decoded again: a few tens of ms at
+        the working size, and the API's outputs stay as they are)."""
+        if not photo or annotated is None:
+            return None
+        try:
+            before = pipeline.load_photo(photo, self.settings.limits).image
+        except pipeline.PipelineError:
+            return None
+        return before, Image.fromarray(annotated)
+
+    def report_page(self, archive: str | None) -> str | None:
+        """report.html out of a result zip, for its own download link on the page."""
+        if not archive:
+            return None
+        with self.jobs.job() as folder, zipfile.ZipFile(archive) as result:
+            (folder / "report.html").write_bytes(result.read("report.html"))
+            return str(folder / "report.html")
+
     def zip_queue_check(self, archive: str | None, *thresholds: object) -> list[dict[str, Any]]:
         """Before a zip joins the queue: refuse it when ZIP_QUEUE_SIZE zips already wait, so that zips never take
         the places photos need (the queue's size is shared)."""
@@ -350,6 +384,12 @@ class CarDamageApp:
         done = self.status.start().done
         banner = banner_markdown(self.status) if done else ""
         return gr.update(value=banner, visible=bool(banner)), models_markdown(self.status), gr.Timer(active=not done)
+
+
+def damage_row(damage: pipeline.Detection) -> list[Any]:
+    """One line of the damages table, in DAMAGE_HEADERS' order."""
+    box = ", ".join(f"{v:.0f}" for v in damage.box)
+    return [damage.part, damage.damage_type, damage.severity, round(damage.area_pct, 2), round(damage.score, 3), box]
 
 
 def _model_names(settings: pipeline.Settings) -> dict[str, str]:
@@ -374,6 +414,12 @@ def summary_markdown(summary: pipeline.Summary) -> str:
         text += f"\n\n**Stopped early** ({md_escape(summary.stopped)}): the archive holds what was done."
     if summary.damage_classes:
         text += "\n\nDamage classes: " + ", ".join(f"{md_escape(k)} ({v})" for k, v in summary.damage_classes.items())
+    if summary.damaged_parts:
+        parts = ", ".join(f"{md_escape(k.replace('_', ' '))} ({v})" for k, v in summary.damaged_parts.items())
+        text += f"\n\nDamaged parts: {parts}"
+    if summary.severities:
+        grades = ", ".join(f"{grade} ({n})" for grade, n in summary.severities.items())
+        text += f"\n\nSeverity of damaged cars: {grades} · worst: **{summary.worst_severity}**"
     if summary.failures:
         text += "\n\n**Not processed:**\n" + "\n".join(
             f"- {md_escape(f['file'])} ({f['status']}): {md_escape(f['message'])}" for f in summary.failures
@@ -398,26 +444,39 @@ def _gallery(batch: pipeline.BatchResult) -> list[tuple[Image.Image, str]]:
 
 def refuses_urls(component: type) -> type:
     """gradio fetches a photo or zip passed to the API as an http(s) URL, with no size limit, before the app sees
-    it: refused in the step that would download it. (A class decorator, not a base: gradio picks a template
-    component's frontend by its first base class.)"""
+    it: refused in the step that would download it, unless the URL names a file already uploaded to this server
+    (then that file is used, never fetched). A class decorator, not a base: gradio picks a template component's
+    frontend by its first base class."""
     move, move_async = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
 
     def move_resource_to_block_cache(self, url_or_file_path):
-        _refuse_urls(url_or_file_path)
-        return move(self, url_or_file_path)
+        return move(self, _local_or_refused(url_or_file_path, self.GRADIO_CACHE))
 
     async def async_move_resource_to_block_cache(self, url_or_file_path):
-        _refuse_urls(url_or_file_path)
-        return await move_async(self, url_or_file_path)
+        return await move_async(self, _local_or_refused(url_or_file_path, self.GRADIO_CACHE))
 
     component.move_resource_to_block_cache = move_resource_to_block_cache
     component.async_move_resource_to_block_cache = async_move_resource_to_block_cache
     return component
 
 
+def _local_or_refused(url_or_file_path: object, cache: str) -> object:
+    """A path as it is; a URL of this server's own upload (``.../gradio_api/file=<path in its cache>``, as the
+    upload tools of MCP clients hand out) as that path; any other URL refused."""
+    text = str(url_or_file_path)
+    if not text.lower().startswith(("http://", "https://")):
+        return url_or_file_path
+    _, marker, rest = text.partition("/gradio_api/file=")
+    local = Path(urllib.parse.unquote(rest)).resolve() if marker else None
+    if local is not None and local.is_file() and local.is_relative_to(Path(cache).resolve()):
+        return str(local)
+    _refuse_urls(text)
+    return url_or_file_path
+
+
 def _refuse_urls(url_or_file_path: object) -> None:
     if str(url_or_file_path).lower().startswith(("http://", "https://")):
-        raise gr.Error("Files are not fetched from URLs: upload the file itself.")
+        raise gr.Error("Files are not fetched from URLs: upload the file itself (MCP clients: send it base64-encoded).")
 
 
 @refuses_urls
@@ -468,7 +527,8 @@ def photo_tab(service: CarDamageApp, examples: list[str]) -> None:
             verdict = gr.Markdown(elem_id="verdict")
             confidences = gr.Label(label="Confidences", show_heading=False, elem_id="confidences")
             annotated = gr.Image(label="Annotated photo", format="png", interactive=False, elem_id="annotated")
-    damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False)
+    damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False, elem_id="damages")
+    slider = gr.ImageSlider(label="Before / after", type="pil", interactive=False, elem_id="before-after")
     with gr.Accordion("Raw JSON", open=False):
         result = gr.JSON(label="Result")
     outputs = [verdict, confidences, annotated, damages, result]
@@ -477,10 +537,11 @@ def photo_tab(service: CarDamageApp, examples: list[str]) -> None:
             examples=examples, inputs=photo, outputs=outputs, fn=service.analyze_example, cache_examples=True,
             cache_mode="lazy", examples_per_page=12, elem_id="photo-examples",
         )  # fmt: skip
-    button.click(
+    event = button.click(
         service.analyze_image, inputs=[photo, *controls], outputs=outputs, api_name="analyze_image",
         concurrency_id="photo", concurrency_limit=1,
     )  # fmt: skip
+    event.success(service.before_after, inputs=[photo, annotated], outputs=slider, api_visibility="private")
 
 
 def zip_tab(service: CarDamageApp) -> None:
@@ -491,15 +552,17 @@ def zip_tab(service: CarDamageApp) -> None:
             button = gr.Button("Analyze zip", variant="primary")
         with gr.Column():
             results = gr.File(label="Results (zip)", interactive=False, elem_id="zip-results")
+            report_page = gr.File(label="Report to file (report.html)", interactive=False, elem_id="zip-report")
             summary_text = gr.Markdown(elem_id="zip-summary")
     gallery = gr.Gallery(label="First annotated photos", columns=4, height="auto", elem_id="gallery")
     report = gr.Dataframe(headers=ZIP_HEADERS, label="Per-photo report", interactive=False, wrap=True)
     with gr.Accordion("Summary (JSON)", open=False):
         summary = gr.JSON(label="Summary")
-    button.click(
+    event = button.click(
         service.analyze_zip, inputs=[archive, *controls], outputs=[results, summary_text, report, gallery, summary],
         api_name="analyze_zip", concurrency_id="zip", concurrency_limit=1, validator=service.zip_queue_check,
     )  # fmt: skip
+    event.success(service.report_page, inputs=results, outputs=report_page, api_visibility="private")
 
 
 def models_panel(service: CarDamageApp, banner: gr.Markdown) -> dict[str, Any]:
@@ -537,6 +600,7 @@ LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_SIZE,
     "footer_links": ["api", "gradio", "settings"],
     "run_history": False,  # a run history would keep visitors' photos (licence plates) in their browsers
+    "mcp_server": True,  # /analyze_image as a tool for assistants, at /gradio_api/mcp
     "css": CSS,
 }
 

@@ -41,8 +41,7 @@ from .errors import (
     PipelineError,
     UnsafeArchiveError,
 )
-from .report import Summary
-from .results import Analysis, Check, Detection, Grade, MaskCrop, ReportRow, Status
+from .results import Analysis, Check, Detection, Grade, MaskCrop, ReportRow, Status, Summary
 from .settings import Limits, ModelRef, ModelSet, Settings, Thresholds, load_profile
 from .zipsafe import ZipLimits
 

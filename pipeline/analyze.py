@@ -25,6 +25,7 @@ from .settings import ModelSet, Settings
 
 T = TypeVar("T")
 
+
 @dataclass(frozen=True)
 class Stages:
     car: CarCheck

@@ -230,4 +230,3 @@ def _grade(row: np.ndarray, grades: dict[str, list[int]]) -> Grade | None:
     total = max(sum(mass.values()), 1e-12)
     best = max(mass, key=mass.__getitem__)
     return Grade(best, mass[best] / total)
-

@@ -12,7 +12,6 @@ import io
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -20,32 +19,13 @@ from PIL import Image
 
 from .draw import annotate
 from .formats import suffix
-from .results import REPORT_COLUMNS, Analysis, Detection, ReportRow, Status
+from .report_html import PhotoPage, report_html
+from .results import GRADES, REPORT_COLUMNS, Analysis, Detection, ReportRow, Status, Summary
 from .settings import Settings
 from .sinks import OutputNames, Sink
 
-REPORT_FILES = ("report.csv", "predictions.json", "summary.json")
+REPORT_FILES = ("report.csv", "predictions.json", "summary.json", "report.html")
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
-
-
-@dataclass(frozen=True)
-class Summary:
-    """A batch in numbers, and every file that was not processed with why."""
-
-    files: int
-    photos_analyzed: int
-    cars: int
-    damaged_cars: int
-    damage_instances: int
-    damage_classes: dict[str, int]
-    not_processed: int
-    failures: list[dict[str, str]]
-    seconds: float
-    models: dict[str, str]
-    stopped: str = ""  # why the job stopped before the end ('' when it did not)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 class ReportWriter:
@@ -60,6 +40,7 @@ class ReportWriter:
         self.names = OutputNames(reserved=REPORT_FILES)
         self.started = time.monotonic()
         self.stopped = ""
+        self.pages: list[PhotoPage] = []  # report.html's sections, thumbnails included
 
     def add_failure(self, name: str, status: Status, message: str) -> None:
         self.rows.append(ReportRow(name, status, message))
@@ -68,12 +49,14 @@ class ReportWriter:
         """The annotated photo (written first: a failure there leaves no trace but its error row), then its
         predictions and row."""
         try:
-            data, fmt = encode(annotate(analysis), suffix(name))
+            overlay = annotate(analysis)
+            data, fmt = encode(overlay, suffix(name))
             out_name = self.names.claim(name if _SAVE_FORMATS.get(suffix(name)) == fmt else f"{name}.png")
             self.sink.write(out_name, data)
         except Exception as exc:  # a photo we cannot draw or write costs its own row, never the zip
             self.add_failure(name, Status.ERROR, f"could not write the annotated photo ({_one_line(exc)})")
             return
+        self.pages.append(PhotoPage.of(name, out_name, analysis, overlay))
         image_id = len(self.images) + 1
         width, height = analysis.size
         self.images.append({"id": image_id, "file_name": out_name, "width": width, "height": height})
@@ -90,6 +73,8 @@ class ReportWriter:
         ok = [r for r in self.rows if not r.failed]
         failed = [r for r in self.rows if r.failed]
         classes = Counter(c for r in ok for c in r.damage_classes.split(";") if c)
+        parts = Counter(part for page in self.pages for part in page.parts)
+        grades = Counter(r.severity for r in ok if r.severity)
         return Summary(
             files=len(self.rows),
             photos_analyzed=len(ok),
@@ -102,13 +87,18 @@ class ReportWriter:
             seconds=round(time.monotonic() - self.started, 2),
             models={role: ref.public_name for role, ref in self.settings.models.refs().items()},
             stopped=self.stopped,
+            damaged_parts=dict(parts.most_common()),
+            severities={grade: grades[grade] for grade in GRADES if grade in grades},
+            worst_severity=next((grade for grade in reversed(GRADES) if grade in grades), ""),
         )
 
     def finish(self) -> None:
-        """Write report.csv, predictions.json and summary.json into the sink."""
+        """Write report.csv, predictions.json, summary.json and report.html into the sink."""
+        summary = self.summary()
         self.sink.write("report.csv", report_csv(self.rows))
         self.sink.write("predictions.json", json.dumps(self.coco()).encode())
-        self.sink.write("summary.json", json.dumps(self.summary().to_dict(), indent=2, ensure_ascii=False).encode())
+        self.sink.write("summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
+        self.sink.write("report.html", report_html(summary, self.pages).encode())
 
 
 def encode(image: Image.Image, wanted_suffix: str) -> tuple[bytes, str]:
@@ -144,6 +134,7 @@ def coco_annotation(ann_id: int, image_id: int, detection: Detection) -> dict[st
         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
         "score": round(detection.score, 5),
         "iscrowd": 0,
+        "attributes": {"part": detection.part, "severity": detection.severity},
     }
 
 
@@ -167,4 +158,3 @@ def _csv_safe(value: Any) -> Any:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
-

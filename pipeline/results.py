@@ -161,6 +161,9 @@ class Detection:
             "score": round(self.score, 4),
             "box": [round(v, 1) for v in self.box],
             "area_pct": round(self.area_pct, 3),
+            "type": self.damage_type,
+            "severity": self.severity,
+            "part": self.part,
         }
 
 
@@ -218,14 +221,21 @@ class Analysis:
         scores = f"(car {self.car.score:.0%}, damage {self.damage.score:.0%})"
         areas = f"{len(self.detections)} damaged area(s): {', '.join(self.damage_classes)}."
         if self.is_damaged and self.detections:
-            return f"Damaged car {scores}. {areas}"
+            return f"Damaged car {scores}.{self._grade_text()} {areas}{self._parts_text()}"
         if self.is_damaged and self.segmented:
             return f"Possibly damaged car {scores}: no damaged area over the mask threshold to outline."
         if self.is_damaged:
-            return f"Damaged car {scores}."
+            return f"Damaged car {scores}.{self._grade_text()}"
         if self.detections:  # always-segment on a car judged undamaged
             return f"Probably undamaged car {scores}; possible {areas}"
         return f"No damage found {scores}."
+
+    def _grade_text(self) -> str:
+        return f" Severity: {self.severity.label} ({self.severity.score:.0%})." if self.severity else ""
+
+    def _parts_text(self) -> str:
+        parts = [part.replace("_", " ") for part in self.damaged_parts]
+        return f" Damaged parts: {', '.join(parts)}." if parts else ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (no pixels)."""
@@ -242,6 +252,9 @@ class Analysis:
             "damage_classes": self.damage_classes,
             "damage_area_pct": round(self.damage_area_pct, 3),
             "damages": [d.to_dict() for d in self.detections],
+            "severity": self.severity.label if self.severity else "",
+            "severity_score": round(self.severity.score, 4) if self.severity else None,
+            "damaged_parts": self.damaged_parts,
             "summary": self.summary,
         }
 
@@ -263,6 +276,9 @@ class ReportRow:
     damage_area_pct: float | None = None
     width: int | None = None
     height: int | None = None
+    severity: str = ""  # minor | moderate | severe, '' when no damage was found
+    severity_score: float | None = None
+    damaged_parts: str = ""  # ';'-separated
 
     @classmethod
     def of(cls, file: str, annotated_file: str, analysis: Analysis) -> ReportRow:
@@ -273,6 +289,7 @@ class ReportRow:
             message=analysis.summary,
             annotated_file=annotated_file,
             damage_classes=";".join(values.pop("damage_classes")),
+            damaged_parts=";".join(values.pop("damaged_parts")),
             **{k: v for k, v in values.items() if k in _ANALYSIS_COLUMNS},
         )
 
@@ -285,4 +302,27 @@ class ReportRow:
 
 
 REPORT_COLUMNS = tuple(ReportRow.__dataclass_fields__)
-_ANALYSIS_COLUMNS = frozenset(REPORT_COLUMNS) - {"file", "status", "message", "annotated_file", "damage_classes"}
+_ANALYSIS_COLUMNS = frozenset(REPORT_COLUMNS) - {"file", "status", "message", "annotated_file"}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A batch in numbers, and every file that was not processed with why."""
+
+    files: int
+    photos_analyzed: int
+    cars: int
+    damaged_cars: int
+    damage_instances: int
+    damage_classes: dict[str, int]
+    not_processed: int
+    failures: list[dict[str, str]]
+    seconds: float
+    models: dict[str, str]
+    stopped: str = ""  # why the job stopped before the end ('' when it did not)
+    damaged_parts: dict[str, int] = field(default_factory=dict)  # part -> damage instances on it
+    severities: dict[str, int] = field(default_factory=dict)  # grade -> damaged photos
+    worst_severity: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -103,8 +103,8 @@ def test_analyze_image_endpoint(client, tmp_path):
     assert all(c["confidence"] > 0.9 for c in confidences["confidences"])
     assert Image.open(annotated).size == (160, 96)
     assert damages["headers"] == app.DAMAGE_HEADERS
-    assert damages["data"] and {row[0] for row in damages["data"]} <= {"dent", "scratch"}
-    assert all(0 < row[1] <= 1 and 0 < row[2] <= 100 for row in damages["data"])
+    assert damages["data"] and {row[1] for row in damages["data"]} <= {"dent", "scratch"}  # the type column
+    assert all(0 < row[4] <= 1 and 0 < row[3] <= 100 for row in damages["data"])  # confidence, area %
     assert result["is_car"] is True and result["is_damaged"] is True
     assert result["damage_count"] == len(damages["data"]) and (result["width"], result["height"]) == (160, 96)
     assert set(result["models"]) == {"car", "damage", "segmenter"}
@@ -272,10 +272,28 @@ def test_examples_shown_only_when_present(settings_factory, tmp_path, monkeypatc
     assert app.fetch_examples_repo("") is None
 
 
-def test_the_repo_examples_folder_holds_no_photos_from_shared():
+def test_the_repo_examples_are_few_small_attributed_and_redistributable():
+    """At most 6, longest side <= 1024 px, each listed in examples/README.md; with ../shared present, each one is
+    (by perceptual hash) a photo of the two sets whose licences allow it, nm-damage-via train and lensor."""
+    folder = Path(app.__file__).parent / "examples"
+    photos = [Path(p) for p in app.find_examples([folder])]
+    listing = (folder / "README.md").read_text(encoding="utf-8")
+    assert 0 < len(photos) <= 6
+    for photo in photos:
+        assert max(Image.open(photo).size) <= 1024 and f"`{photo.name}`" in listing
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
-    for photo in app.find_examples([Path(app.__file__).parent / "examples"]):
-        assert not any(p.name == Path(photo).name for p in shared.rglob(Path(photo).name)), photo
+    if not shared.is_dir():
+        return
+    import imagehash
+
+    allowed = [
+        *(shared / "nm-damage-via" / "train").glob("*.jpg"),
+        *(shared / "lensor-damage-coco" / "images").glob("*"),
+    ]
+    hashes = [imagehash.phash(Image.open(p).convert("RGB")) for p in allowed]
+    for photo in photos:
+        mine = imagehash.phash(Image.open(photo).convert("RGB"))
+        assert min(mine - h for h in hashes) <= 4, f"{photo.name} is no photo of the redistributable sets"
 
 
 def test_queue_and_limits(server):

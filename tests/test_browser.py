@@ -6,6 +6,7 @@ Screenshots go to $BROWSER_SCREENSHOTS (default: the test's temp folder).
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,8 @@ def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
     expect(annotated).to_be_visible()
     page.wait_for_function("() => document.querySelector('#annotated img')?.naturalWidth === 160")
     expect(page.locator("#model-banner")).to_be_hidden()
+    expect(page.locator("#damages")).to_contain_text("dent")  # the damages table: part, type, severity, ...
+    expect(page.locator("#before-after img").first).to_be_visible()  # the before / after slider
     page.screenshot(path=shots / "photo-tab.png", full_page=True)
 
     page.locator("#photo-examples img").first.click()  # an example: analysed on first click, then cached
@@ -92,7 +95,7 @@ def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
 
     page.get_by_role("tab", name="Zip of photos").click()
     page.locator("#zip-input input[type=file]").set_input_files(write_zip(tmp_path / "photos.zip"))
-    expect(page.locator("#zip-input")).to_contain_text("photos.zip")
+    expect(page.locator("#zip-input")).to_contain_text(re.compile(r"photos\s*\.zip"))  # name and suffix: two spans
     page.get_by_role("button", name="Analyze zip").click()
     expect(page.locator("#zip-results")).to_contain_text("photos-results")
     link = page.locator("#zip-results a[href$='/photos-results.zip']")
@@ -100,6 +103,7 @@ def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
     expect(page.locator("#zip-summary")).to_contain_text("3 damaged cars")
     expect(page.locator("#zip-summary")).to_contain_text("notes.txt")
     expect(page.locator("#gallery img")).to_have_count(3)
+    expect(page.locator("#zip-report")).to_contain_text("report.html")  # the report to file, linked on its own
     page.screenshot(path=shots / "zip-tab.png", full_page=True)
 
     with page.expect_download() as download:

@@ -202,7 +202,7 @@ def test_to_dict_is_json_friendly(settings_factory):
 
     data = analyze(testing.photo(64, 64), settings_factory()).to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert set(data["damages"][0]) == {"label", "class_id", "score", "box", "area_pct"}
+    assert set(data["damages"][0]) == {"label", "class_id", "score", "box", "area_pct", "type", "severity", "part"}
 
 
 def test_analysis_keeps_decoded_photo_not_caller_object(settings_factory):
