@@ -6,8 +6,7 @@ from collections.abc import Sequence
 
 from PIL import Image
 
-from .classify import ImageClassifier, label_ids, load_classifier
-from .hub import Stage
+from .classify import ClassifierStage, ImageClassifier, label_ids, load_classifier
 from .results import Check
 
 # ImageNet-1k classes (first synonym of each label) whose probabilities add up to P(car).
@@ -41,18 +40,10 @@ def _is_car_label(label: str) -> bool:
     return bool(words & _POSITIVE_WORDS) and not words & _NEGATIVE_WORDS
 
 
-class CarCheck(Stage):
+class CarCheck(ClassifierStage):
     """P(car) per photo; the model loads lazily, once."""
 
     role = "car"
-
-    def __init__(self, ref, precision: str = "auto") -> None:
-        super().__init__(ref)
-        self.precision = precision
-
-    @property
-    def variant(self) -> str:
-        return self.precision
 
     def _load(self) -> ImageClassifier:
         return load_classifier(self.role, self.ref, self.precision, car_label_ids, "none of its labels means 'car'")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from .accel import inference_forward
 from .errors import UnsupportedLabelsError
-from .hub import load_error, resolve_folder
+from .hub import Stage, load_error, resolve_folder
 from .settings import ENV_VARS, ModelRef
 
 
@@ -92,3 +92,15 @@ def load_classifier(
 def unsupported_labels(role: str, ref: ModelRef, id2label: dict[int, str], refusal: str) -> UnsupportedLabelsError:
     labels = ", ".join(list(id2label.values())[:6])
     return UnsupportedLabelsError(role, str(ref), ENV_VARS[role], f"{refusal} (labels: {labels})")
+
+
+class ClassifierStage(Stage):
+    """A stage whose model is an image classifier: loaded once per reference and precision."""
+
+    def __init__(self, ref: ModelRef, precision: str = "auto") -> None:
+        super().__init__(ref)
+        self.precision = precision
+
+    @property
+    def variant(self) -> str:
+        return self.precision

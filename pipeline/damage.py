@@ -12,8 +12,15 @@ import torch
 from PIL import Image
 
 from .accel import inference_forward
-from .classify import ImageClassifier, example_pixels, label_ids, load_classifier, unsupported_labels
-from .hub import Stage, load_error, resolve_folder
+from .classify import (
+    ClassifierStage,
+    ImageClassifier,
+    example_pixels,
+    label_ids,
+    load_classifier,
+    unsupported_labels,
+)
+from .hub import load_error, resolve_folder
 from .results import GRADES, Check, Grade
 
 # Zero-shot prompts, averaged per class (prompt ensembling): several phrasings of each side make
@@ -158,18 +165,10 @@ class ClassMap:
 ZERO_SHOT_MAP = {"damaged": [1], "whole": [0], "grades": {g: [2 + i] for i, g in enumerate(GRADES)}}
 
 
-class DamageCheck(Stage):
+class DamageCheck(ClassifierStage):
     """P(damaged) per photo, and the grade when the model's labels carry one (one pass)."""
 
     role = "damage"
-
-    def __init__(self, ref, precision: str = "auto") -> None:
-        super().__init__(ref)
-        self.precision = precision
-
-    @property
-    def variant(self) -> str:
-        return self.precision
 
     def _load(self) -> ClassMap:
         folder = resolve_folder(self.role, self.ref)
@@ -200,18 +199,10 @@ class DamageCheck(Stage):
         return [check for check, _ in self.assess(images, threshold)]
 
 
-class SeverityCheck(Stage):
+class SeverityCheck(ClassifierStage):
     """minor / moderate / severe per photo from a classifier whose labels carry the grades."""
 
     role = "severity"
-
-    def __init__(self, ref, precision: str = "auto") -> None:
-        super().__init__(ref)
-        self.precision = precision
-
-    @property
-    def variant(self) -> str:
-        return self.precision
 
     def _load(self) -> ClassMap:
         classifier = load_classifier(self.role, self.ref, self.precision, grade_label_ids, "no minor/moderate/severe")
