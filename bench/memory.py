@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline import Settings, analyze, load_models, process_zip
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env(args.models) if args.models else bench_settings(args.model_dir)[0]
     settings = settings.with_thresholds(car=0.0, damage=0.0, mask=0.0, always_segment=True)
+    settings = replace(settings, max_detections=Settings().max_detections)  # the most masks the limits allow
     print("| case | RSS before (MB) | peak (MB) | added (MB) | outcome |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
         rows = measure(settings, Path(tmp))

@@ -20,7 +20,7 @@ from .settings import PRECISIONS, Settings, Thresholds
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Find cars, damage and damage masks.")
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="photos, folders or zips")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, folders, zips (ray: + lists of paths/URIs)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (see README)")
@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(meta["flag"], dest=name, type=float, metavar="P", help=f"{meta['help']} ({default})")
     parser.add_argument("--precision", choices=PRECISIONS)
     parser.add_argument("--time-budget", type=float, metavar="SECONDS", help="stop after this long; the rest is listed")
+    ray = parser.add_argument_group("the Ray engine (pip install ray[data]): big collections, resumable")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local")
+    ray.add_argument("--ray-address", metavar="ADDRESS", help="a Ray cluster (default: a local runtime)")
+    ray.add_argument("--actors", type=int, default=2, metavar="N", help="model-holding actors (2)")
+    ray.add_argument("--batch-size", type=int, default=8, metavar="B", help="photos per actor call (8)")
+    ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="on clusters with GPUs")
+    ray.add_argument("--save-images", action="store_true", help="also write the annotated photos (ray engine)")
     return parser
 
 
@@ -44,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(args.models)
         settings = settings.with_thresholds(**{name: getattr(args, name) for name, _, _ in Thresholds.controls()})
         settings = settings.with_models(precision=args.precision)
-        control = JobControl(seconds=args.time_budget)
-        progress = None if args.json else _print_progress
-        result = process_inputs(args.inputs, args.out, settings, progress, control=control)
+        result = _run(args, settings)
     except (PipelineError, ValueError, OSError) as exc:
         print(f"error: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
@@ -59,7 +64,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def _usage_problem(inputs: list[Path], out: Path) -> str:
+def _run(args: argparse.Namespace, settings: Settings) -> BatchResult:
+    if args.engine == "ray":
+        from .scale import RayOptions, run_ray  # the only import of ray: the library and the Space never need it
+
+        options = RayOptions(args.ray_address, args.actors, args.batch_size, args.gpus_per_actor, args.save_images)
+        return run_ray(args.inputs, args.out, settings, options)
+    progress = None if args.json else _print_progress
+    inputs = [Path(p) for p in args.inputs]
+    return process_inputs(inputs, args.out, settings, progress, control=JobControl(seconds=args.time_budget))
+
+
+def _usage_problem(given: list[str], out: Path) -> str:
+    inputs = [Path(p) for p in given if "://" not in p]  # URIs are the Ray engine's to read
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         return f"no such file or folder: {', '.join(map(terminal_safe, missing))}"
@@ -70,10 +87,10 @@ def _usage_problem(inputs: list[Path], out: Path) -> str:
     return ""
 
 
-def _failed(result: BatchResult, inputs: list[Path]):
+def _failed(result: BatchResult, inputs: list[str]):
     """Rows that count as failures: errors and refusals; a file given on its own must also be a photo (inside
     folders and zips, files that are not photos are merely skipped)."""
-    given = inputs[0]
+    given = Path(inputs[0])
     one_photo = len(inputs) == 1 and given.is_file() and given.suffix.lower() != ".zip"
     bad = {Status.ERROR, Status.REFUSED, Status.NOT_PROCESSED}
     return [r for r in result.rows if r.status in bad or (one_photo and r.status != Status.OK)]

@@ -57,7 +57,7 @@ class BatchResult:
 
 
 @dataclass
-class _Item:
+class Decoded:
     """An entry on its way: its decoded photo, or the row it gets instead."""
 
     name: str
@@ -70,18 +70,18 @@ class _Loop:
     def __init__(self, writer: ReportWriter, settings: Settings, total: int, progress, control: JobControl) -> None:
         self.writer, self.settings, self.total = writer, settings, total
         self.progress, self.control = progress, control
-        self.pending: list[_Item] = []
+        self.pending: list[Decoded] = []
         self.done = 0
 
     def add(self, entry: Entry) -> None:
         reason = self.control.stop_reason()
         if reason:
             self.writer.stopped = self.writer.stopped or reason
-            self.pending.append(_Item(entry.name, status=Status.NOT_PROCESSED, message=reason))
+            self.pending.append(Decoded(entry.name, status=Status.NOT_PROCESSED, message=reason))
         elif entry.read is None:
-            self.pending.append(_Item(entry.name, status=entry.status, message=entry.message))
+            self.pending.append(Decoded(entry.name, status=entry.status, message=entry.message))
         else:
-            self.pending.append(_decoded(entry, self.settings))
+            self.pending.append(decode_entry(entry, self.settings))
         if sum(item.photo is not None for item in self.pending) >= self.settings.batch_size:
             self.flush()
 
@@ -90,7 +90,7 @@ class _Loop:
         photos = [item.photo for item in self.pending if item.photo is not None]
         reason = self.control.stop_reason() if photos else ""
         self.writer.stopped = self.writer.stopped or reason
-        outcomes = iter([] if reason else _analysed(photos, self.settings))
+        outcomes = iter([] if reason else analysed(photos, self.settings))
         for item in self.pending:
             if item.photo is None:
                 self.writer.add_failure(item.name, item.status, item.message)
@@ -124,31 +124,31 @@ def run_entries(
     loop.flush()
 
 
-def _decoded(entry: Entry, settings: Settings) -> _Item:
+def decode_entry(entry: Entry, settings: Settings) -> Decoded:
     """The entry's photo, or the row it gets: refused (unsafe), skipped (not a photo, by name and content) or
     error (a photo we cannot read, or any decoder fault)."""
     try:
         data = entry.read()  # type: ignore[misc]
-        return _Item(entry.name, load_photo(data, settings.limits))
+        return Decoded(entry.name, load_photo(data, settings.limits))
     except UnsafeArchiveError as exc:
-        return _Item(entry.name, status=Status.REFUSED, message=str(exc))
+        return Decoded(entry.name, status=Status.REFUSED, message=str(exc))
     except CorruptPhotoError as exc:
-        return _Item(entry.name, status=Status.ERROR, message=_message(exc))
+        return Decoded(entry.name, status=Status.ERROR, message=_message(exc))
     except NotAnImageError as exc:
         if has_photo_suffix(entry.name):
-            return _Item(entry.name, status=Status.ERROR, message=_message(exc))
-        return _Item(entry.name, status=Status.SKIPPED, message=not_a_photo_message(entry.name))
+            return Decoded(entry.name, status=Status.ERROR, message=_message(exc))
+        return Decoded(entry.name, status=Status.SKIPPED, message=not_a_photo_message(entry.name))
     except InputError as exc:
-        return _Item(entry.name, status=Status.ERROR, message=_message(exc))
+        return Decoded(entry.name, status=Status.ERROR, message=_message(exc))
     except Exception as exc:  # a decoder fault on a hostile file costs its own row, never the zip
-        return _Item(entry.name, status=Status.ERROR, message=f"could not decode this photo ({type(exc).__name__})")
+        return Decoded(entry.name, status=Status.ERROR, message=f"could not decode this photo ({type(exc).__name__})")
 
 
 def _message(exc: Exception) -> str:
     return str(exc).removeprefix("upload: ")
 
 
-def _analysed(photos: list[Photo], settings: Settings) -> list[Analysis | str]:
+def analysed(photos: list[Photo], settings: Settings) -> list[Analysis | str]:
     """Analyse a batch; if it fails, photo by photo, so one bad photo costs only its own row."""
     try:
         return list(analyze_photos(photos, settings))
@@ -157,7 +157,7 @@ def _analysed(photos: list[Photo], settings: Settings) -> list[Analysis | str]:
     except Exception as exc:
         if len(photos) == 1:
             return [f"analysis failed for this photo ({type(exc).__name__})"]
-    return [outcome for photo in photos for outcome in _analysed([photo], settings)]
+    return [outcome for photo in photos for outcome in analysed([photo], settings)]
 
 
 def process_zip(
@@ -193,7 +193,7 @@ def process_zip(
         os.replace(partial, final)
     finally:
         partial.unlink(missing_ok=True)
-    return BatchResult(final, writer.rows, writer.summary(), writer.coco())
+    return BatchResult(final, writer.rows, writer.summary(), writer.coco.to_dict())
 
 
 def process_inputs(
@@ -211,7 +211,7 @@ def process_inputs(
     entries = Entries(sum(e.count for e in opened), (entry for items in named for entry in items))
     run_entries(entries, writer, settings, progress, control)
     writer.finish()
-    return BatchResult(None, writer.rows, writer.summary(), writer.coco())
+    return BatchResult(None, writer.rows, writer.summary(), writer.coco.to_dict())
 
 
 def _is_zip(path: Path) -> bool:

@@ -28,15 +28,33 @@ REPORT_FILES = ("report.csv", "predictions.json", "summary.json", "report.html")
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
 
 
+class Coco:
+    """predictions.json as it grows: one image per analysed photo, its instances, the classes seen."""
+
+    def __init__(self) -> None:
+        self.images: list[dict[str, Any]] = []
+        self.annotations: list[dict[str, Any]] = []
+        self.categories: dict[int, str] = {}
+
+    def add(self, file_name: str, size: tuple[int, int], predictions: list[dict[str, Any]]) -> None:
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]})
+        for prediction in predictions:
+            self.categories[prediction["category_id"]] = prediction.pop("label")
+            self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, **prediction})
+
+    def to_dict(self) -> dict[str, Any]:
+        categories = [{"id": cid, "name": label} for cid, label in sorted(self.categories.items())]
+        return {"images": self.images, "annotations": self.annotations, "categories": categories}
+
+
 class ReportWriter:
     """Turns entries + analyses into annotated photos, report rows, COCO predictions and a summary."""
 
     def __init__(self, sink: Sink, settings: Settings) -> None:
         self.sink, self.settings = sink, settings
         self.rows: list[ReportRow] = []
-        self.images: list[dict[str, Any]] = []
-        self.annotations: list[dict[str, Any]] = []
-        self.categories: dict[int, str] = {}
+        self.coco = Coco()
         self.names = OutputNames(reserved=REPORT_FILES)
         self.started = time.monotonic()
         self.stopped = ""
@@ -50,55 +68,68 @@ class ReportWriter:
         predictions and row."""
         try:
             overlay = annotate(analysis)
-            data, fmt = encode(overlay, suffix(name))
-            out_name = self.names.claim(name if _SAVE_FORMATS.get(suffix(name)) == fmt else f"{name}.png")
+            data, out_name = encode_for(overlay, name)
+            out_name = self.names.claim(out_name)
             self.sink.write(out_name, data)
         except Exception as exc:  # a photo we cannot draw or write costs its own row, never the zip
             self.add_failure(name, Status.ERROR, f"could not write the annotated photo ({_one_line(exc)})")
             return
         self.pages.append(PhotoPage.of(name, out_name, analysis, overlay))
-        image_id = len(self.images) + 1
-        width, height = analysis.size
-        self.images.append({"id": image_id, "file_name": out_name, "width": width, "height": height})
-        for detection in analysis.detections:
-            self.categories[detection.class_id] = detection.label
-            self.annotations.append(coco_annotation(len(self.annotations) + 1, image_id, detection))
+        self.coco.add(out_name, analysis.size, [coco_prediction(d) for d in analysis.detections])
         self.rows.append(ReportRow.of(name, out_name, analysis))
 
-    def coco(self) -> dict[str, Any]:
-        categories = [{"id": cid + 1, "name": label} for cid, label in sorted(self.categories.items())]
-        return {"images": self.images, "annotations": self.annotations, "categories": categories}
-
     def summary(self) -> Summary:
-        ok = [r for r in self.rows if not r.failed]
-        failed = [r for r in self.rows if r.failed]
-        classes = Counter(c for r in ok for c in r.damage_classes.split(";") if c)
-        parts = Counter(part for page in self.pages for part in page.parts)
-        grades = Counter(r.severity for r in ok if r.severity)
-        return Summary(
-            files=len(self.rows),
-            photos_analyzed=len(ok),
-            cars=sum(r.is_car is True for r in ok),
-            damaged_cars=sum(r.is_damaged is True for r in ok),
-            damage_instances=sum(r.damage_count or 0 for r in ok),
-            damage_classes=dict(classes.most_common()),
-            not_processed=len(failed),
-            failures=[{"file": r.file, "status": str(r.status), "message": r.message} for r in failed],
-            seconds=round(time.monotonic() - self.started, 2),
-            models={role: ref.public_name for role, ref in self.settings.models.refs().items()},
-            stopped=self.stopped,
-            damaged_parts=dict(parts.most_common()),
-            severities={grade: grades[grade] for grade in GRADES if grade in grades},
-            worst_severity=next((grade for grade in reversed(GRADES) if grade in grades), ""),
-        )
+        models = {role: ref.public_name for role, ref in self.settings.models.refs().items()}
+        return summarize(self.rows, models, time.monotonic() - self.started, self.stopped)
 
     def finish(self) -> None:
         """Write report.csv, predictions.json, summary.json and report.html into the sink."""
         summary = self.summary()
-        self.sink.write("report.csv", report_csv(self.rows))
-        self.sink.write("predictions.json", json.dumps(self.coco()).encode())
-        self.sink.write("summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
+        write_reports(self.sink, self.rows, self.coco, summary)
         self.sink.write("report.html", report_html(summary, self.pages).encode())
+
+
+def write_reports(sink: Sink, rows: list[ReportRow], coco: Coco, summary: Summary) -> None:
+    """report.csv, predictions.json and summary.json: what every engine writes."""
+    sink.write("report.csv", report_csv(rows))
+    sink.write("predictions.json", json.dumps(coco.to_dict()).encode())
+    sink.write("summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
+
+
+def summarize(rows: list[ReportRow], models: dict[str, str], seconds: float, stopped: str = "") -> Summary:
+    """A batch in numbers from its rows; damaged parts and severities count the photos they are found in."""
+    ok = [r for r in rows if not r.failed]
+    failed = [r for r in rows if r.failed]
+    classes = Counter(c for r in ok for c in r.damage_classes.split(";") if c)
+    parts = Counter(p for r in ok for p in r.damaged_parts.split(";") if p)
+    grades = Counter(r.severity for r in ok if r.severity)
+    return Summary(
+        files=len(rows),
+        photos_analyzed=len(ok),
+        cars=sum(r.is_car is True for r in ok),
+        damaged_cars=sum(r.is_damaged is True for r in ok),
+        damage_instances=sum(r.damage_count or 0 for r in ok),
+        damage_classes=dict(classes.most_common()),
+        not_processed=len(failed),
+        failures=[{"file": r.file, "status": str(r.status), "message": r.message} for r in failed],
+        seconds=round(seconds, 2),
+        models=models,
+        stopped=stopped,
+        damaged_parts=dict(parts.most_common()),
+        severities={grade: grades[grade] for grade in GRADES if grade in grades},
+        worst_severity=next((grade for grade in reversed(GRADES) if grade in grades), ""),
+    )
+
+
+def encode_for(image: Image.Image, name: str) -> tuple[bytes, str]:
+    """The annotated photo's bytes and output name: its own name when its format holds the image, else + .png."""
+    data, fmt = encode(image, suffix(name))
+    return data, name if _SAVE_FORMATS.get(suffix(name)) == fmt else f"{name}.png"
+
+
+def annotated_name(name: str) -> str:
+    """The annotated photo's name before it is drawn: the photo's own when we write its format, else + .png."""
+    return name if suffix(name) in _SAVE_FORMATS else f"{name}.png"
 
 
 def encode(image: Image.Image, wanted_suffix: str) -> tuple[bytes, str]:
@@ -119,16 +150,16 @@ def _saved(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def coco_annotation(ann_id: int, image_id: int, detection: Detection) -> dict[str, Any]:
-    """One COCO instance prediction; the RLE mask at the original photo's resolution (expanded one at a time)."""
+def coco_prediction(detection: Detection) -> dict[str, Any]:
+    """One COCO instance prediction (ids are the file's to give); the RLE mask at the original photo's resolution,
+    expanded one instance at a time. The part and the grade ride along as attributes."""
     from pycocotools import mask as mask_utils
 
     rle = mask_utils.encode(np.asfortranarray(detection.mask_crop.to_array().astype(np.uint8)))
     x1, y1, x2, y2 = detection.box
     return {
-        "id": ann_id,
-        "image_id": image_id,
         "category_id": detection.class_id + 1,
+        "label": detection.label,
         "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
         "area": float(mask_utils.area(rle)),
         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],

@@ -173,6 +173,14 @@ def _refusal(info: zipfile.ZipInfo, limits: ZipLimits) -> str:
     return ""
 
 
+def read_zip_entry(zip_path: str | Path, index: int, limits: ZipLimits = ZipLimits()) -> bytes:
+    """The bytes of the zip's ``index``-th file entry, read with the limits (for engines that read entries in
+    other processes; its listing by ``open_zip`` has already refused what the entry's name and header betray)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        info = [i for i in archive.infolist() if not i.is_dir()][index]
+        return _reader(archive, info, limits, _ByteBudget(limits.max_entry_bytes))()
+
+
 # ---------------------------------------------------------------- files and folders (CLI)
 
 

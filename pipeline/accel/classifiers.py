@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -101,11 +102,18 @@ def compile_model(xml: Path, precision_hint: str = "f32", dynamic_quantization: 
     where it is emulated and slower than f32 unless the CPU also has AMX."""
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": precision_hint}
+    config = {"INFERENCE_PRECISION_HINT": precision_hint} | thread_config()
     if dynamic_quantization:
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
     core = ov.Core()
     return core.compile_model(core.read_model(str(xml)), "CPU", config)
+
+
+def thread_config() -> dict[str, str]:
+    """OpenVINO's threads when a process has only part of the machine (a Ray actor sets CAR_DAMAGE_THREADS):
+    by default it takes every core, and actors side by side would fight over them."""
+    threads = os.environ.get("CAR_DAMAGE_THREADS", "").strip()
+    return {"INFERENCE_NUM_THREADS": threads} if threads else {}
 
 
 @contextlib.contextmanager

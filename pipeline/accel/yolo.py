@@ -15,7 +15,7 @@ import numpy as np
 
 from ..formats import list_photos
 from .cache import build_once, cache_dir, file_digest, fingerprint
-from .classifiers import one_line, quiet_nncf
+from .classifiers import one_line, quiet_nncf, thread_config
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _pin_openvino_precision(model, exported: Path, precision: str) -> None:
     if compile_model is None or compiled is None:  # another Ultralytics layout: keep its defaults
         return
     hint = "bf16" if precision == "bf16" else "f32"
-    config = dict(compile_model.keywords.get("config") or {}) | {"INFERENCE_PRECISION_HINT": hint}
+    config = dict(compile_model.keywords.get("config") or {}) | {"INFERENCE_PRECISION_HINT": hint} | thread_config()
     compile_model.keywords["config"] = config
     xml = next(exported.glob("*.xml"))
     backend.ov_compiled_model = compile_model(compile_model.func.__self__.read_model(str(xml)))

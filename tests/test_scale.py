@@ -1,0 +1,154 @@
+"""Issue 16: the Ray engine on a local 2-CPU Ray cluster (one for the session): the local engine's rows, one
+Parquet row per input, resuming after an interrupted run, and an actor killed mid-run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline import Settings, testing
+from pipeline.__main__ import main as cli
+from tests import zips
+
+ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (requirements-dev.txt)")
+pytestmark = pytest.mark.ray
+ROOT = Path(__file__).resolve().parents[1]
+PASSED = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "YOLO_OFFLINE", "YOLO_CONFIG_DIR", "CAR_DAMAGE_CACHE")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """A local Ray runtime with 2 CPUs for the whole session (start-up costs seconds); its address."""
+    env = {name: os.environ[name] for name in PASSED if name in os.environ} | {"YOLO_AUTOINSTALL": "False"}
+    runtime_env = {"py_modules": [str(ROOT / "pipeline")], "env_vars": env}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fp32_profile(tmp_path_factory, car_imagenet_random, damage_yes, seg_model) -> Path:
+    """The tiny models, PyTorch fp32 (no OpenVINO export in every actor), every photo a car."""
+    path = tmp_path_factory.mktemp("ray-profile") / "tiny.toml"
+    models = f'[car]\nmodel = "{car_imagenet_random}"\n[damage]\nmodel = "{damage_yes}"\n'
+    path.write_text(
+        f'{models}[segmenter]\nmodel = "{seg_model}"\n[thresholds]\ncar = 0.0\n'
+        '[runtime]\nprecision = "fp32"\nseg_image_size = 320\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> list[str]:
+    """A zip of 30 photos with 4 broken files, a folder of photos with a note, and a list of paths."""
+    folder = tmp_path_factory.mktemp("ray-inputs")
+    source = zips.photos_zip(folder / "claims.zip", count=30, broken=4)
+    lot = folder / "lot"
+    lot.mkdir()
+    for i in range(8):
+        testing.photo(96, 64, seed=40 + i).save(lot / f"{i}.jpg")
+    (lot / "notes.txt").write_text("claim 42")
+    listed = []
+    for i in range(4):
+        listed.append(folder / f"m{i}.png")
+        testing.photo(64, 48, seed=90 + i).save(listed[-1])
+    listing = folder / "more.txt"
+    listing.write_text("\n".join(map(str, listed)))
+    return [str(source), str(lot), str(listing)]
+
+
+def _report(folder: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader((folder / "report.csv").open(encoding="utf-8")))
+
+
+def _answers(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
+    return [(r["file"].split("/")[-1], r["status"], r["is_car"], r["is_damaged"], r["damage_count"]) for r in rows]
+
+
+def _ray(inputs: list[str], out: Path, profile: Path, *extra: str) -> int:
+    return cli(
+        [
+            *inputs,
+            "--out",
+            str(out),
+            "--models",
+            str(profile),
+            "--engine",
+            "ray",
+            "--actors",
+            "1",
+            "--batch-size",
+            "4",
+            *extra,
+        ]
+    )
+
+
+def test_ray_writes_the_local_engines_rows(ray_cluster, inputs, fp32_profile, tmp_path):
+    local_inputs = inputs[:2] + [p for p in Path(inputs[2]).read_text().splitlines()]
+    assert cli([*local_inputs, "--out", str(tmp_path / "local"), "--models", str(fp32_profile)]) == 1  # 4 broken
+    assert _ray(inputs, tmp_path / "ray", fp32_profile, "--save-images") == 1
+    local, distributed = _report(tmp_path / "local"), _report(tmp_path / "ray")
+    assert _answers(distributed) == _answers(local) and len(local) == 30 + 9 + 4
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(str(tmp_path / "ray" / "results.parquet"), format="parquet").to_table()
+    assert table.num_rows == len(local) and len(set(table.column("key").to_pylist())) == len(local)
+    ok = [r for r in distributed if r["status"] == "ok"]
+    assert all((tmp_path / "ray" / r["annotated_file"]).is_file() for r in ok)  # --save-images
+    assert (tmp_path / "ray" / "predictions.json").is_file() and (tmp_path / "ray" / "summary.json").is_file()
+
+
+def test_a_rerun_after_an_interrupted_run_skips_what_is_done(ray_cluster, inputs, fp32_profile, tmp_path):
+    """The first run is killed once its first batches are written; the rerun does only the rest, and the report
+    has every input exactly once."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "pipeline", *inputs, "--out", str(out), "--models", str(fp32_profile),
+               "--engine", "ray", "--ray-address", ray_cluster, "--actors", "1", "--batch-size", "2"]  # fmt: skip
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = out / "results.parquet"
+    deadline = time.monotonic() + 240
+    while not list(parts.glob("part-*.parquet")) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    from pipeline.scale import done_keys
+
+    done = done_keys(parts)
+    assert 0 < len(done) < 43, "the first run should have been cut"
+    assert _ray(inputs, out, fp32_profile) == 1
+    rows = _report(out)
+    assert len(rows) == 43 and len({r["file"] for r in rows}) == 43
+    assert sum(r["status"] == "ok" for r in rows) == 30 - 4 + 8 + 4
+    assert len(done_keys(parts)) == 43
+
+
+def test_an_actor_killed_mid_run_costs_no_row(ray_cluster, inputs, fp32_profile, tmp_path):
+    """Ray restarts a dead actor and retries its batch: every input still gets exactly one row."""
+    from pipeline.scale import RayOptions, run_ray
+
+    out, results = tmp_path / "out", {}
+    settings = Settings.from_env(fp32_profile)
+    options = RayOptions(address=ray_cluster, actors=1, batch_size=2)
+    worker = threading.Thread(target=lambda: results.update(run=run_ray(inputs, out, settings, options)))
+    worker.start()
+    parts = out / "results.parquet"
+    deadline = time.monotonic() + 240
+    while not list(parts.glob("part-*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    import pyarrow.parquet as pq
+
+    pid = pq.read_table(sorted(parts.glob("part-*.parquet"))[0]).column("worker_pid")[0].as_py()
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=300)
+    rows = results["run"].rows
+    assert len(rows) == 43 and len({r.file for r in rows}) == 43
+    assert sum(r.status == "ok" for r in rows) == 30 - 4 + 8 + 4
