@@ -8,13 +8,16 @@ client goes away.
 
 from __future__ import annotations
 
+import contextvars
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .analyze import analyze_photos
 from .decode import Photo, load_photo
@@ -27,6 +30,8 @@ from .sinks import DirSink, ZipSink
 from .zipsafe import Entries, Entry, ZipLimits, open_paths, open_zip
 
 Progress = Callable[[int, int, str], None]  # (entries done, entries in all, current name)
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass
@@ -66,50 +71,6 @@ class Decoded:
     message: str = ""
 
 
-class _Loop:
-    def __init__(self, writer: ReportWriter, settings: Settings, total: int, progress, control: JobControl) -> None:
-        self.writer, self.settings, self.total = writer, settings, total
-        self.progress, self.control = progress, control
-        self.pending: list[Decoded] = []
-        self.done = 0
-
-    def add(self, entry: Entry) -> None:
-        reason = self.control.stop_reason()
-        if reason:
-            self.writer.stopped = self.writer.stopped or reason
-            self.pending.append(Decoded(entry.name, status=Status.NOT_PROCESSED, message=reason))
-        elif entry.read is None:
-            self.pending.append(Decoded(entry.name, status=entry.status, message=entry.message))
-        else:
-            self.pending.append(decode_entry(entry, self.settings))
-        if sum(item.photo is not None for item in self.pending) >= self.settings.batch_size:
-            self.flush()
-
-    def flush(self) -> None:
-        """Analyse the pending photos, then hand every pending entry to the writer in order."""
-        photos = [item.photo for item in self.pending if item.photo is not None]
-        reason = self.control.stop_reason() if photos else ""
-        self.writer.stopped = self.writer.stopped or reason
-        outcomes = iter([] if reason else analysed(photos, self.settings))
-        for item in self.pending:
-            if item.photo is None:
-                self.writer.add_failure(item.name, item.status, item.message)
-            elif reason:
-                self.writer.add_failure(item.name, Status.NOT_PROCESSED, reason)
-            else:
-                self._write(item.name, next(outcomes))
-            self.done += 1
-            if self.progress:
-                self.progress(self.done, self.total, item.name)
-        self.pending.clear()
-
-    def _write(self, name: str, outcome: Analysis | str) -> None:
-        if isinstance(outcome, Analysis):
-            self.writer.add_analysis(name, outcome)
-        else:
-            self.writer.add_failure(name, Status.ERROR, outcome)
-
-
 def run_entries(
     entries: Entries,
     writer: ReportWriter,
@@ -117,11 +78,104 @@ def run_entries(
     progress: Progress | None = None,
     control: JobControl | None = None,
 ) -> None:
-    """Every entry through the cascade, in order, into the writer."""
-    loop = _Loop(writer, settings, entries.count, progress, control or JobControl())
-    for entry in entries.items:
-        loop.add(entry)
-    loop.flush()
+    """Every entry through the cascade, in order, into the writer, three stages overlapping: a thread decodes the
+    next batch and another runs the models on this one while this thread draws, encodes and writes the last one
+    (the models, Pillow and numpy release the GIL for their work). At most a batch waits between stages, so
+    memory stays flat however large the input."""
+    control = control or JobControl()
+    decoded = _threaded(_decoded_batches(entries.items, settings, control), lambda batch: batch)
+    done = 0
+    for batch, outcomes in _threaded(decoded, lambda batch: _analysed_batch(batch, settings, control)):
+        for position, item in enumerate(batch):
+            _write(writer, item, outcomes.get(position))
+            done += 1
+            if progress:
+                progress(done, entries.count, item.name)
+        writer.stopped = writer.stopped or next((i.message for i in batch if i.status == Status.NOT_PROCESSED), "")
+
+
+def _decoded_batches(entries: Iterable[Entry], settings: Settings, control: JobControl) -> Iterator[list[Decoded]]:
+    """Entries decoded (or turned into their rows) in order, cut after every ``batch_size`` photos."""
+    batch: list[Decoded] = []
+    for entry in entries:
+        reason = control.stop_reason()
+        if reason:
+            batch.append(Decoded(entry.name, status=Status.NOT_PROCESSED, message=reason))
+        elif entry.read is None:
+            batch.append(Decoded(entry.name, status=entry.status, message=entry.message))
+        else:
+            batch.append(decode_entry(entry, settings))
+        if sum(item.photo is not None for item in batch) >= settings.batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _analysed_batch(
+    batch: list[Decoded], settings: Settings, control: JobControl
+) -> tuple[list[Decoded], dict[int, Analysis | str]]:
+    """The batch and its photos' outcomes by position; photos the job stopped before become not processed."""
+    positions = [i for i, item in enumerate(batch) if item.photo is not None]
+    reason = control.stop_reason() if positions else ""
+    if reason:
+        return [_not_processed(item, reason) for item in batch], {}
+    return batch, dict(zip(positions, analysed([batch[i].photo for i in positions], settings)))
+
+
+def _not_processed(item: Decoded, reason: str) -> Decoded:
+    return Decoded(item.name, status=Status.NOT_PROCESSED, message=reason) if item.photo is not None else item
+
+
+def _write(writer: ReportWriter, item: Decoded, outcome: Analysis | str | None) -> None:
+    if outcome is None:
+        writer.add_failure(item.name, item.status, item.message)
+    elif isinstance(outcome, Analysis):
+        writer.add_analysis(item.name, outcome)
+    else:
+        writer.add_failure(item.name, Status.ERROR, outcome)
+
+
+def _threaded(items: Iterable[T], work: Callable[[T], U], depth: int = 1) -> Iterator[U]:
+    """``work(item)`` for each item, in a thread of its own running at most ``depth`` results ahead, in order.
+    The thread runs in a copy of the caller's context (gradio's request); its exception comes out here; leaving
+    the loop early stops it."""
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: object) -> bool:
+        while not stop.is_set():
+            try:
+                results.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set() or not put("item", work(item)):
+                    return
+            put("end", None)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            put("error", exc)
+        finally:
+            getattr(items, "close", lambda: None)()  # an upstream stage stops with this one
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(produce,), daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = results.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
 
 
 def decode_entry(entry: Entry, settings: Settings) -> Decoded:
