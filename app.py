@@ -605,6 +605,15 @@ LAUNCH_OPTIONS: dict[str, Any] = {
 }
 
 
+def space_settings(profile: str | None = None) -> pipeline.Settings:
+    """The profile's or the env vars' settings; when neither names calibration photos, the examples (real photos
+    of damaged cars, like the uploads) calibrate the int8 segmenter, which runs where int8 is the precision."""
+    settings = pipeline.Settings.from_env(profile)
+    if settings.models.calibration_photos is None and find_examples([EXAMPLES_DIR]):
+        settings = settings.with_models(calibration_photos=EXAMPLES_DIR.resolve())
+    return settings
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Car damage detection: the Gradio app.")
     parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (default: MODELS_PROFILE, env vars)")
@@ -619,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
     the background while the server starts."""
     global demo
     args = parse_args(argv)
-    service = CarDamageApp(pipeline.Settings.from_env(args.models))
+    service = CarDamageApp(space_settings(args.models))
     repo = fetch_examples_repo(EXAMPLES_REPO)
     demo = create_demo(service, find_examples([EXAMPLES_DIR, *([repo] if repo else [])]))
     service.status.start()
@@ -627,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # What `gradio app.py` and Spaces look for; `python app.py` rebuilds it in main() with --models and EXAMPLES_REPO.
-demo = create_demo(CarDamageApp(pipeline.Settings.from_env()), find_examples([EXAMPLES_DIR]))
+demo = create_demo(CarDamageApp(space_settings()), find_examples([EXAMPLES_DIR]))
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -153,15 +154,19 @@ def _grades(
 
 
 def load_models(settings: Settings) -> dict[str, ModelLoadError | None]:
-    """Load (and cache) every model of the set now; the error of each one that cannot be loaded."""
-    problems: dict[str, ModelLoadError | None] = {}
-    for role, stage in stages_for(settings.models).all().items():
-        try:
-            stage.model  # noqa: B018 - loading is the point
-            problems[role] = None
-        except ModelLoadError as exc:
-            problems[role] = exc
-    return problems
+    """Load (and cache) every model of the set now, side by side (reading weights and compiling overlap); the
+    error of each one that cannot be loaded."""
+    stages = stages_for(settings.models).all()
+    with ThreadPoolExecutor(len(stages), thread_name_prefix="load") as pool:
+        return dict(zip(stages, pool.map(_load, stages.values())))
+
+
+def _load(stage: Stage) -> ModelLoadError | None:
+    try:
+        stage.model  # noqa: B018 - loading is the point
+    except ModelLoadError as exc:
+        return exc
+    return None
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -3,6 +3,7 @@ CLIP-style model, or (the grade) from a separate severity classifier."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .accel import inference_forward
+from .accel import cached_arrays, inference_forward
 from .classify import (
     ClassifierStage,
     ImageClassifier,
@@ -61,6 +62,7 @@ GRADE_PROMPTS = {
     ),
 }
 ZERO_SHOT_LABELS = ("whole", "damaged", *GRADES)
+PROMPT_SETS = (WHOLE_PROMPTS, DAMAGED_PROMPTS, *(GRADE_PROMPTS[g] for g in GRADES))  # in ZERO_SHOT_LABELS' order
 
 _DAMAGED_WORDS = {
     "damaged", "damage", "dent", "dented", "dents", "scratch", "scratched", "scratches", "crack", "cracked",
@@ -104,16 +106,15 @@ class ZeroShotClassifier:
 
     @classmethod
     def from_folder(cls, folder: Path, precision: str) -> ZeroShotClassifier:
+        """The class embeddings come from the on-disk cache when a start has computed them before; with the
+        vision side's OpenVINO copy cached too, the PyTorch weights are then never loaded (a faster cold start)."""
         from transformers import AutoModel, AutoProcessor
 
-        model = AutoModel.from_pretrained(folder).eval()
+        load = functools.cache(lambda: AutoModel.from_pretrained(folder).eval())
         processor = AutoProcessor.from_pretrained(folder)
-        prompt_sets = (WHOLE_PROMPTS, DAMAGED_PROMPTS, *(GRADE_PROMPTS[g] for g in GRADES))
-        with torch.inference_mode():  # the text side runs once, in fp32, before the model is made fast
-            embeddings = [_text_class_embedding(model, processor, p) for p in prompt_sets]
-        scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
-        forward, dtype = inference_forward(lambda: model, _image_features, precision, folder, example_pixels(processor))
-        return cls(forward, processor, torch.stack(embeddings), scale, dtype)
+        classes = cached_arrays(folder, "clip-classes", PROMPT_SETS, lambda: _class_embeddings(load(), processor))
+        forward, dtype = inference_forward(load, _image_features, precision, folder, example_pixels(processor))
+        return cls(forward, processor, torch.from_numpy(classes["embeddings"]), float(classes["scale"]), dtype)
 
     @torch.inference_mode()
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -125,6 +126,14 @@ class ZeroShotClassifier:
         features = torch.nn.functional.normalize(features, dim=-1)
         logits = self.logit_scale * features @ self.class_embeddings.T
         return logits.softmax(dim=-1).numpy()
+
+
+def _class_embeddings(model: torch.nn.Module, processor: object) -> dict[str, np.ndarray]:
+    """The averaged, normalised text embedding of each prompt set, and CLIP's logit scale (fp32, once)."""
+    with torch.inference_mode():
+        embeddings = torch.stack([_text_class_embedding(model, processor, prompts) for prompts in PROMPT_SETS])
+    scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
+    return {"embeddings": embeddings.numpy(), "scale": np.array(scale, dtype=np.float32)}
 
 
 def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:

@@ -574,3 +574,27 @@ def test_cached_int8_classifier_needs_no_pytorch_weights(car_imagenet_random, tm
     again = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
     assert [c.score for c in again] == [c.score for c in first]
     clear_cache()
+
+
+def test_cached_clip_needs_no_pytorch_weights(damage_clip, tmp_path, monkeypatch):
+    """A warm start of the zero-shot damage check reads its class embeddings and its int8 vision copy from the
+    cache: CLIP's PyTorch weights are not even loaded, and the scores are the same."""
+    pytest.importorskip("nncf", reason="NNCF compresses the classifier's weights")
+    import transformers
+
+    from pipeline.damage import DamageCheck
+    from pipeline.hub import clear_cache
+
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    photos = [testing.photo(64, 48, seed=s) for s in range(2)]
+    first = DamageCheck(ModelRef(str(damage_clip)), "int8").assess(photos, 0.5)
+    clear_cache()
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("PyTorch weights loaded despite the cached copies")
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
+    again = DamageCheck(ModelRef(str(damage_clip)), "int8").assess(photos, 0.5)
+    assert [(c.score, g) for c, g in again] == [(c.score, g) for c, g in first]
+    clear_cache()

@@ -4,7 +4,7 @@ Stage modules hand their PyTorch model (or weights file) here and get back somet
 Everything here is optional: any failure falls back to PyTorch or f32 OpenVINO, with a warning.
 """
 
-from .cache import build_once, cache_dir
+from .cache import build_once, cache_dir, cached_arrays
 from .classifiers import inference_forward
 from .precision import for_inference, resolve_precision
 from .yolo import choose_backend, import_yolo, on_openvino, quiet_ultralytics
@@ -12,6 +12,7 @@ from .yolo import choose_backend, import_yolo, on_openvino, quiet_ultralytics
 __all__ = [
     "build_once",
     "cache_dir",
+    "cached_arrays",
     "choose_backend",
     "for_inference",
     "import_yolo",

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 # Bump when a conversion changes: cache entries of older recipes are then ignored (and rebuilt).
 # int8-v2: the segmenter's class-score branch stays f32.
 RECIPE = "int8-v2"
@@ -62,3 +64,25 @@ def folder_files(folder: Path) -> list[Path]:
 def file_digest(path: Path) -> str:
     """A content hash of one weights file (segmenters are small): the export folder's key."""
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def cached_arrays(folder: Path, kind: str, extra: object, compute: Callable[[], dict[str, np.ndarray]]):
+    """Arrays computed once from a model folder (and ``extra``), then read from the cache on later starts; computed
+    afresh, uncached, when the cache cannot be used."""
+    try:
+        key = fingerprint(folder_files(folder), kind, extra)
+    except Exception:  # no OpenVINO/NNCF to version the key with: compute every time
+        return compute()
+    path = cache_dir() / kind / f"{key}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return {name: stored[name] for name in stored.files}
+    arrays = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.stem}-{os.getpid()}.npz")
+        np.savez(staging, **arrays)
+        os.replace(staging, path)  # whole or not at all
+    except OSError:
+        pass  # a read-only cache costs the next start the computation, nothing else
+    return arrays
