@@ -87,6 +87,21 @@ def tiny_profile(folder: Path) -> Path:
     return profile
 
 
+def full_size_profile(folder: Path) -> Path:
+    """The benchmark's full-size architectures (bench.models: the real weights when cached, else random ones)."""
+    from .common import DEFAULT_MODEL_DIR
+    from .models import bench_settings
+
+    models = bench_settings(DEFAULT_MODEL_DIR)[0].models  # built once, kept between runs
+    folder.mkdir(parents=True, exist_ok=True)
+    profile = folder / "full-size.toml"
+    profile.write_text(
+        f'[car]\nmodel = "{models.car.id}"\n[damage]\nmodel = "{models.damage.id}"\n'
+        f'[segmenter]\nmodel = "{models.segmenter.id}"\n'
+    )
+    return profile
+
+
 # ---------------------------------------------------------------- the server
 
 
@@ -227,7 +242,8 @@ def levels_off(samples: list[tuple[float, float]]) -> bool:
 def run(args: argparse.Namespace) -> dict:
     work = Path(tempfile.mkdtemp(prefix="car-damage-load-"))
     try:
-        profile = Path(args.models).resolve() if args.models else tiny_profile(work / "models")
+        profile = Path(args.models).resolve() if args.models else None
+        profile = profile or (full_size_profile(work / "models") if args.full_size else tiny_profile(work / "models"))
         photos, zips = make_inputs(work / "inputs")
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
@@ -279,7 +295,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "clients": args.clients,
         "seconds": args.seconds,
-        "models": "tiny offline test models" if not args.models else str(args.models),
+        "models": args.models or ("full-size architectures (bench.models)" if args.full_size else "tiny test models"),
         "requests": len(samples),
         "failures": len(failed),
         "failure_reasons": dict(sorted(_count(s.error for s in failed).items(), key=lambda kv: -kv[1])[:10]),
@@ -322,6 +338,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=120)
     parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (default: tiny offline models)")
+    parser.add_argument("--full-size", action="store_true", help="the default models' architectures at full size")
     parser.add_argument("--zip-share", type=float, default=0.3, help="fraction of requests that are zips")
     parser.add_argument("--timeout", type=float, default=300, help="seconds before a request counts as hung")
     parser.add_argument("--startup-timeout", type=float, default=300)
