@@ -27,6 +27,9 @@ from .settings import ModelSet, Settings
 T = TypeVar("T")
 
 
+CLASSIFIER_ROLES = ("car", "damage", "severity")
+
+
 @dataclass(frozen=True)
 class Stages:
     car: CarCheck
@@ -154,11 +157,15 @@ def _grades(
 
 
 def load_models(settings: Settings) -> dict[str, ModelLoadError | None]:
-    """Load (and cache) every model of the set now, side by side (reading weights and compiling overlap); the
-    error of each one that cannot be loaded."""
+    """Load (and cache) every model of the set now: the classifiers in one thread and the segmenters in another,
+    side by side (reading weights and compiling overlap); the error of each one that cannot be loaded. Not a
+    thread per model: transformers' lazy imports are not safe from two threads at once."""
     stages = stages_for(settings.models).all()
-    with ThreadPoolExecutor(len(stages), thread_name_prefix="load") as pool:
-        return dict(zip(stages, pool.map(_load, stages.values())))
+    groups = [[r for r in stages if r in CLASSIFIER_ROLES], [r for r in stages if r not in CLASSIFIER_ROLES]]
+    with ThreadPoolExecutor(2, thread_name_prefix="load") as pool:
+        loaded = pool.map(lambda roles: {role: _load(stages[role]) for role in roles}, groups)
+        problems = {role: problem for group in loaded for role, problem in group.items()}
+    return {role: problems[role] for role in stages}
 
 
 def _load(stage: Stage) -> ModelLoadError | None:

@@ -553,48 +553,36 @@ def test_cache_builds_are_atomic(tmp_path):
     assert build_once(final, failing, "ok") == final  # complete: never rebuilt
 
 
-def test_cached_int8_classifier_needs_no_pytorch_weights(car_imagenet_random, tmp_path, monkeypatch):
-    """Later starts load the cached OpenVINO copy only (a faster cold start), with the same scores."""
-    pytest.importorskip("nncf", reason="NNCF compresses the classifier's weights")
+@pytest.mark.parametrize(
+    ("model", "stage", "loader"),
+    [
+        ("car_imagenet_random", "car.CarCheck", "AutoModelForImageClassification"),
+        ("damage_clip", "damage.DamageCheck", "AutoModel"),  # + CLIP's class embeddings, cached too
+    ],
+)
+def test_warm_starts_load_no_pytorch_weights(request, model, stage, loader, tmp_path, monkeypatch):
+    """Later starts read the cached OpenVINO copies (and CLIP's class embeddings): the PyTorch weights are not
+    even loaded (a faster cold start), and the scores are the same."""
+    pytest.importorskip("nncf", reason="NNCF compresses the classifiers' weights")
+    import importlib
+
     import transformers
 
-    from pipeline.car import CarCheck
     from pipeline.hub import clear_cache
 
+    module, name = stage.split(".")
+    check = getattr(importlib.import_module(f"pipeline.{module}"), name)
+    folder = request.getfixturevalue(model)
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
     clear_cache()
     photos = [testing.photo(64, 48, seed=s) for s in range(2)]
-    first = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
-    clear_cache()
-
-    def no_weights(*args, **kwargs):
-        raise AssertionError("PyTorch weights loaded despite the cached OpenVINO copy")
-
-    monkeypatch.setattr(transformers.AutoModelForImageClassification, "from_pretrained", no_weights)
-    again = CarCheck(ModelRef(str(car_imagenet_random)), "int8").scores(photos, 0.1)
-    assert [c.score for c in again] == [c.score for c in first]
-    clear_cache()
-
-
-def test_cached_clip_needs_no_pytorch_weights(damage_clip, tmp_path, monkeypatch):
-    """A warm start of the zero-shot damage check reads its class embeddings and its int8 vision copy from the
-    cache: CLIP's PyTorch weights are not even loaded, and the scores are the same."""
-    pytest.importorskip("nncf", reason="NNCF compresses the classifier's weights")
-    import transformers
-
-    from pipeline.damage import DamageCheck
-    from pipeline.hub import clear_cache
-
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
-    clear_cache()
-    photos = [testing.photo(64, 48, seed=s) for s in range(2)]
-    first = DamageCheck(ModelRef(str(damage_clip)), "int8").assess(photos, 0.5)
+    first = check(ModelRef(str(folder)), "int8").scores(photos, 0.1)
     clear_cache()
 
     def no_weights(*args, **kwargs):
         raise AssertionError("PyTorch weights loaded despite the cached copies")
 
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", no_weights)
-    again = DamageCheck(ModelRef(str(damage_clip)), "int8").assess(photos, 0.5)
-    assert [(c.score, g) for c, g in again] == [(c.score, g) for c, g in first]
+    monkeypatch.setattr(getattr(transformers, loader), "from_pretrained", no_weights)
+    again = check(ModelRef(str(folder)), "int8").scores(photos, 0.1)
+    assert [c.score for c in again] == [c.score for c in first]
     clear_cache()
