@@ -44,6 +44,13 @@ class DataArguments:
     train_dir: str = field(metadata={"help": "image folder: <train_dir>/<label>/**/*.jpg"})
     validation_dir: str | None = field(default=None, metadata={"help": "same layout; default: split of train_dir"})
     labels: list[str] | None = field(default=None, metadata={"help": "label names in id order (default: sorted)"})
+    folder_map: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON: folder -> label, list of labels (the photo is one of them, which one is unknown: "
+            'e.g. {"damaged": ["minor", "moderate", "severe"]}) or null (folder ignored); other folders must be labels'
+        },
+    )
     val_fraction: float = field(default=0.15)
     augment: str = field(default="strong", metadata={"choices": ["strong", "light", "none"]})
     min_crop_scale: float = field(default=0.25, metadata={"help": "RandomResizedCrop: smallest area kept"})
@@ -57,32 +64,60 @@ class DataArguments:
 # --- data ----------------------------------------------------------------------------------------
 
 
-def folder_items(root: Path, labels: Sequence[str]) -> list[tuple[Path, int]]:
-    """(image, label id) for every image under ``root/<label>/``; unknown label folders are an error."""
-    found = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
-    unknown = set(found) - set(labels)
-    if unknown:
-        raise ValueError(f"{root}: folders {sorted(unknown)} are not among the labels {list(labels)}")
-    return [
-        (p, i) for i, label in enumerate(labels) if (Path(root) / label).is_dir() for p in list_images(root / label)
-    ]
+Target = tuple[int, ...]  # the label ids a photo may have: one id, or several when only the group is known
+
+
+def folder_targets(folders: Sequence[str], labels: Sequence[str], folder_map: dict | None = None) -> dict[str, Target]:
+    """Folder name -> target; folders mapped to null are left out; unknown folders are an error."""
+    folder_map = folder_map or {}
+    targets = {}
+    for folder in folders:
+        mapped = folder_map.get(folder, folder)
+        if mapped is None:
+            continue
+        names = [mapped] if isinstance(mapped, str) else list(mapped)
+        unknown = [n for n in names if n not in labels]
+        if unknown:
+            raise ValueError(f"folder {folder!r}: {unknown} are not among the labels {list(labels)}")
+        targets[folder] = tuple(labels.index(n) for n in names)
+    return targets
+
+
+def folder_items(root: Path, labels: Sequence[str], folder_map: dict | None = None) -> list[tuple[Path, Target]]:
+    """(image, target) for every image under ``root/<folder>/``."""
+    folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
+    targets = folder_targets(folders, labels, folder_map)
+    return [(p, targets[f]) for f in folders if f in targets for p in list_images(Path(root) / f)]
+
+
+def multi_hot(target: Target, num_labels: int) -> torch.Tensor:
+    row = torch.zeros(num_labels)
+    row[list(target)] = 1.0
+    return row
 
 
 class ImageFolderDataset(Dataset):
+    """Photos and their targets as multi-hot rows (one 1 for a known label, several for "one of these")."""
+
     def __init__(
         self,
-        items: Sequence[tuple[Path, int]],
+        items: Sequence[tuple[Path, Target]],
         transform: Callable[[Image.Image], torch.Tensor],
+        num_labels: int,
         min_side: int | None = 448,
     ) -> None:
         self.items, self.transform, self.min_side = list(items), transform, min_side
+        self.num_labels = num_labels
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | int]:
-        path, label = self.items[index]
-        return {"pixel_values": self.transform(open_rgb(path, self.min_side)), "labels": label}
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        path, target = self.items[index]
+        return {
+            "pixel_values": self.transform(open_rgb(path, self.min_side)),
+            "labels": multi_hot(target, self.num_labels),
+        }
 
 
 def processor_geometry(processor: object) -> tuple[tuple[int, int], list[float], list[float]]:
@@ -150,37 +185,55 @@ def eval_transform(processor: object) -> Callable[[Image.Image], torch.Tensor]:
 # --- metrics, loss, callbacks --------------------------------------------------------------------
 
 
-def compute_metrics(eval_pred) -> dict[str, float]:
-    from train.evaluate import classification_metrics
+def make_compute_metrics(labels: Sequence[str]) -> Callable:
+    """Validation metrics from multi-hot targets; ``selection_score`` picks the checkpoint (see target_metrics)."""
+    from train.evaluate import target_metrics
 
-    logits, labels = eval_pred
-    probabilities = torch.tensor(np.asarray(logits)).float().softmax(-1).numpy()
-    metrics = classification_metrics(np.asarray(labels), probabilities)
-    return {k: v for k, v in metrics.items() if isinstance(v, float)}
+    def compute_metrics(eval_pred) -> dict[str, float]:
+        logits, targets = eval_pred
+        probabilities = torch.tensor(np.asarray(logits)).float().softmax(-1).numpy()
+        metrics = target_metrics(np.asarray(targets), probabilities, labels)
+        return {k: v for k, v in metrics.items() if isinstance(v, float)}
+
+    return compute_metrics
 
 
-def class_weights(labels: Sequence[int], num_labels: int) -> torch.Tensor:
-    """Inverse class frequency, normalised to mean 1 (absent classes get 0)."""
-    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(float)
+def class_weights(targets: Sequence[Target | int], num_labels: int) -> torch.Tensor:
+    """Inverse frequency of the photos with one known label, normalised to mean 1 (absent classes get 0).
+
+    Photos known only as "one of these labels" weigh the mean of those labels' weights (in the loss)."""
+    targets = [(t,) if isinstance(t, int) else t for t in targets]
+    known = [t[0] for t in targets if len(t) == 1]
+    counts = np.bincount(np.asarray(known, dtype=int), minlength=num_labels).astype(float)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def set_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """-log P(label in the photo's set): cross-entropy for one known label; for "one of these labels", the
+    probability of the set (e.g. P(damaged) = P(minor) + P(moderate) + P(severe) for a photo of unknown grade)."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    log_in_set = torch.logsumexp(log_p.masked_fill(targets <= 0, float("-inf")), dim=-1)
+    row_weights = torch.ones(len(targets), device=logits.device)
+    if weights is not None:
+        row_weights = (targets * weights.to(logits.device)).sum(-1) / targets.sum(-1).clamp(min=1)
+    return -(row_weights * log_in_set).sum() / row_weights.sum().clamp(min=1e-8)
 
 
 def make_trainer_class():
     from transformers import Trainer
 
     class WeightedLossTrainer(Trainer):
-        """Cross-entropy with class weights, so the rarer class is not sacrificed."""
+        """Class-weighted set loss (``set_loss``), so the rarer class is not sacrificed."""
 
         def __init__(self, *args, loss_weights: torch.Tensor | None = None, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self.loss_weights = loss_weights
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            labels = inputs.pop("labels")
+            targets = inputs.pop("labels")
             outputs = model(**inputs)
-            weight = None if self.loss_weights is None else self.loss_weights.to(outputs.logits.device)
-            loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels, weight=weight)
+            loss = set_loss(outputs.logits, targets, self.loss_weights)
             return (loss, outputs) if return_outputs else loss
 
     return WeightedLossTrainer
@@ -236,9 +289,10 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
 
     train_root = Path(data_args.train_dir)
     labels = data_args.labels or sorted(p.name for p in train_root.iterdir() if p.is_dir())
-    train_items = folder_items(train_root, labels)
+    folder_map = json.loads(data_args.folder_map) if data_args.folder_map else None
+    train_items = folder_items(train_root, labels, folder_map)
     if data_args.validation_dir:
-        eval_items = folder_items(Path(data_args.validation_dir), labels)
+        eval_items = folder_items(Path(data_args.validation_dir), labels, folder_map)
     else:
         groups = near_duplicate_groups([p for p, _ in train_items])
         train_idx, val_idx = split_by_groups(train_items, groups, data_args.val_fraction, training_args.seed)
@@ -262,8 +316,9 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
     if model_args.freeze_fraction > 0:
         freeze_backbone(model, model_args.freeze_fraction)
 
-    train_set = ImageFolderDataset(train_items, train_transform(processor, data_args.augment, data_args.min_crop_scale))
-    eval_set = ImageFolderDataset(eval_items, eval_transform(processor))
+    transform = train_transform(processor, data_args.augment, data_args.min_crop_scale)
+    train_set = ImageFolderDataset(train_items, transform, len(labels))
+    eval_set = ImageFolderDataset(eval_items, eval_transform(processor), len(labels))
     callbacks = []
     if data_args.early_stopping_patience and training_args.load_best_model_at_end:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
@@ -275,7 +330,7 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set if len(eval_set) else None,
-        compute_metrics=compute_metrics,
+        compute_metrics=make_compute_metrics(labels),
         callbacks=callbacks,
         loss_weights=weights,
     )
@@ -308,7 +363,7 @@ def default_training_arguments(**overrides):
         "eval_strategy": "epoch",
         "save_strategy": "epoch",
         "load_best_model_at_end": True,
-        "metric_for_best_model": "balanced_accuracy",
+        "metric_for_best_model": "selection_score",
         "greater_is_better": True,
         "save_total_limit": 2,
         "remove_unused_columns": False,  # our dataset yields pixel_values + labels only

@@ -33,7 +33,7 @@ class SegmenterArguments:
     patience: int = field(default=30, metadata={"help": "epochs without val improvement before stopping"})
     workers: int = field(default=2)
     seed: int = field(default=0)
-    device: str = field(default="cpu")
+    device: str = field(default="", metadata={"help": "default: the first GPU when there is one, else cpu"})
     close_mosaic: int = field(default=5, metadata={"help": "last epochs without mosaic (closer to real photos)"})
     degrees: float = field(default=5.0)
     scale: float = field(default=0.5)
@@ -56,6 +56,12 @@ def resolve_base(model: str) -> str:
     return hf_hub_download(repo, filename or "best.pt")
 
 
+def default_device() -> str:
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
 def train_segmenter(args: SegmenterArguments) -> Path:
     """Train; copy the best weights to ``output_dir/best.pt`` with the run's metrics; return that path."""
     offline_env()
@@ -64,6 +70,7 @@ def train_segmenter(args: SegmenterArguments) -> Path:
     output_dir = Path(args.output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     model = YOLO(resolve_base(args.model))
+    options_device = args.device or default_device()
     options = {
         "data": str(Path(args.data).resolve()),
         "epochs": args.epochs,
@@ -72,7 +79,7 @@ def train_segmenter(args: SegmenterArguments) -> Path:
         "patience": args.patience,
         "workers": args.workers,
         "seed": args.seed,
-        "device": args.device,
+        "device": options_device,
         "close_mosaic": args.close_mosaic,
         "degrees": args.degrees,
         "scale": args.scale,
@@ -83,7 +90,7 @@ def train_segmenter(args: SegmenterArguments) -> Path:
         "project": str(output_dir),
         "name": "run",
         "exist_ok": True,
-        "amp": False,
+        "amp": options_device != "cpu",  # mixed precision only where it pays (GPU)
         "verbose": False,
     }
     if args.minutes:
