@@ -80,12 +80,15 @@ def test_source_balanced_accuracy() -> None:
     assert evaluate.source_balanced_accuracy(paths, y_true, scores, 0.5) == pytest.approx(0.5)
 
 
-def test_classifier_plus_segmenter_combinations(tmp_path: Path) -> None:
+def test_damage_rules_with_tiny_models(tmp_path: Path) -> None:
     classifier = testing.vit_classifier(tmp_path / "cls", ["whole", "damaged"], favour="damaged")
     segmenter = testing.yolo_seg(tmp_path / "seg", ["damage"])
-    for label in ("whole", "damaged"):
+    for label, source in (("whole", "web"), ("damaged", "vds")):
         (tmp_path / "d" / label).mkdir(parents=True)
-        testing.photo(64, 64, seed=len(label)).save(tmp_path / "d" / label / "x.jpg")
-    metrics = evaluate.combined_damage_metrics(classifier, segmenter, tmp_path / "d", imgsz=64)
-    assert set(metrics) >= {"classifier_only", "segmenter_max_conf", "mean", "noisy_or", "max"}
-    assert metrics["classifier_only"]["balanced_accuracy"] == 0.5  # says damaged to both photos
+        for i in range(2):
+            testing.photo(64, 64, seed=len(label) + i).save(tmp_path / "d" / label / f"{source}__{i}.jpg")
+    metrics = evaluate.damage_rules(classifier, segmenter, tmp_path / "d", imgsz=64)
+    assert set(metrics["rules"]) == set(evaluate.DAMAGE_RULES) and metrics["recommended_rule"] in evaluate.DAMAGE_RULES
+    assert metrics["n"] == {"vds": 2, "web": 2} and metrics["segmenter_ms_per_whole_photo"] > 0
+    classifier_only = metrics["rules"]["classifier"]
+    assert classifier_only["per_kind"]["vds"] == 1.0 or classifier_only["damage_threshold"] > 0.5
