@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pipeline import testing
+from train.common import list_images
 
 
 def _image_folders(root: Path, per_label: int = 4) -> Path:
@@ -107,63 +108,60 @@ def test_train_segmenter_one_epoch(tmp_path: Path) -> None:
 
 
 def test_profile_round_trip(tmp_path: Path) -> None:
+    import tomllib
+
     from pipeline.settings import load_profile
     from train.build_profile import write_profile
 
     car = testing.vit_classifier(tmp_path / "shared" / "car", testing.IMAGENET_STYLE_LABELS, favour=None)
     out = tmp_path / "models" / "offline"
-    testing.vit_classifier(out / "damage-classifier", ["whole", "damaged"], favour=None)
+    testing.vit_classifier(out / "damage-classifier", ["whole", "minor", "moderate", "severe"], favour=None)
     seg = testing.yolo_seg(out / "segmenter-build", ["damage"])
     (out / "segmenter").mkdir()
     seg.rename(out / "segmenter" / "best.pt")
-    profile = write_profile(out, car, {"car": 0.1, "damage": 0.5, "mask": 0.25}, seg_imgsz=512)
+    models = {"damage": "damage-classifier", "segmenter": "segmenter/best.pt", "parts": "parts/best.pt"}
+    thresholds = {"car": 0.01, "damage": 0.5, "mask": 0.25, "grade": 0.5}
+    runtime = {"seg_image_size": 512, "part_image_size": 384, "damage_rule": "noisy_or"}
+    profile = write_profile(out, car, models, thresholds, runtime)
+    data = tomllib.loads(profile.read_text())
+    assert data["parts"]["model"] == "parts/best.pt" and "severity" not in data
+    assert data["runtime"] == runtime and data["thresholds"] == thresholds
     settings = load_profile(profile)
     assert settings.models.seg_image_size == 512  # the segmenter runs at the size it was trained at
     assert Path(settings.models.car.id) == car.resolve()
     assert Path(settings.models.damage.id) == (out / "damage-classifier").resolve()
     assert Path(settings.models.segmenter.id) == (out / "segmenter" / "best.pt").resolve()
-    assert (settings.thresholds.car, settings.thresholds.damage) == (0.1, 0.5)
+    assert (settings.thresholds.car, settings.thresholds.damage) == (0.01, 0.5)
 
 
 def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
-    """The build's folders: the classifier and the segmenter hold out the same damaged photos; a damage set
-    left out of training is validated on whole, as an unseen source."""
-    from train.build_profile import prepare_damage_folders, prepare_segmenter_data
-    from train.common import list_images, source_of
+    """The build's folders all keep to the one held-out split: no photo (or near-duplicate) trains one model and
+    is measured in another's held-out figures."""
+    from train import build_data
+    from train.build_profile import BuildArguments, prepare_all
 
-    def names(folder: Path, prefix: str = "") -> set[str]:
-        return {p.name.split("__", 1)[1] for p in list_images(folder) if source_of(p).startswith(prefix)}
+    data = prepare_all(BuildArguments(shared=str(shared_dir), seg_backgrounds=9), shared_dir, tmp_path)
+    split = data["split"]
+    held = {p.resolve() for paths in split.held_out.values() for p in paths}
+    held_groups = {split.groups[p] for p in held}
 
-    counts = prepare_damage_folders(shared_dir, tmp_path, train_sources=("pd",), copies=4)
-    assert counts["train"]["damaged"] > 1000 and counts["val"]["damaged"] > 62
-    val_damaged = tmp_path / "damage" / "val" / "damaged"
-    assert {source_of(p) for p in list_images(val_damaged)} == {"nm", "pd"}
-    assert len(names(val_damaged, "nm")) == 62  # every nm photo: an unseen source
-    train_damaged = list_images(tmp_path / "damage" / "train" / "damaged")
-    assert {source_of(p) for p in train_damaged} == {"vds", "pd0", "pd1", "pd2", "pd3"}
-    assert not names(val_damaged, "pd") & names(tmp_path / "damage" / "train" / "damaged", "pd")
-    # Their panels away from the damage polygons are whole photos (twice: half the weight of 4 copies).
-    crops = [p for p in list_images(tmp_path / "damage" / "train" / "whole") if source_of(p).startswith("pdcrop")]
-    assert len(crops) > 30 and {source_of(p) for p in crops} == {"pdcrop", "pdcrop1"}
+    def resolved(folder: Path) -> set[Path]:
+        return {p.resolve() for p in list_images(folder) if p.is_symlink()}
 
-    prepare_damage_folders(shared_dir, tmp_path, train_sources=("nm", "pd"), copies=4)
-    assert {source_of(p) for p in list_images(val_damaged)} == {"nm", "pd"}
-    assert 15 < len(list_images(val_damaged)) < 30  # the held-out 20 %
-
-    prepare_damage_folders(shared_dir, tmp_path)  # the build's default: nm trains, pd stays unseen
-    assert len(names(val_damaged, "pd")) == 49 and 8 < len(names(val_damaged, "nm")) < 16
-    data_yaml = prepare_segmenter_data(shared_dir, tmp_path, backgrounds=9)
-    labels = list((data_yaml.parent / "val" / "labels").glob("*.txt"))
-    assert labels and all(line.startswith("0 ") for p in labels for line in p.read_text().splitlines())
-    # Undamaged cars train the segmenter as backgrounds (empty labels), never photos of the damage validation.
-    backgrounds = list((data_yaml.parent / "train" / "labels").glob("background*.txt"))
+    trained = resolved(data["classify"] / "train") | resolved(data["classify"] / "dev")
+    trained |= resolved(data["seg"].data_yaml.parent / "train") | resolved(data["parts"].parent / "train")
+    assert trained and not trained & held
+    assert not {split.groups[p] for p in trained if p in split.groups} & held_groups
+    measured = resolved(data["classify"] / "held-out") | resolved(data["combine"]) | resolved(data["yb"].parent)
+    assert measured <= held | {p.resolve() for p in list_images(shared_dir / "data" / "imagenet-sample")}
+    counts = data["counts"]["classify"]
+    assert counts["train"]["damaged"] > 200 and counts["held-out"]["whole"] > 300  # nm/pd copies; web + dsmlr held out
+    # The segmenter: held-out photos of each kind in their own yaml; backgrounds have empty labels.
+    seg_root = data["seg"].data_yaml.parent
+    assert len(list_images(seg_root / "val-lensor")) > 100 and 20 < len(list_images(seg_root / "val-nmpd")) < 40
+    backgrounds = list((seg_root / "train" / "labels").glob("background*.txt"))
     assert len(backgrounds) == 9 and all(p.read_text() == "" for p in backgrounds)
-    val_whole = {p.name.split("__", 1)[1] for p in list_images(tmp_path / "damage" / "val" / "whole")}
-    assert not {p.stem.split("__", 1)[1] + ".jpg" for p in backgrounds} & val_whole
-    # The segmenter's held-out photos are validation photos of the classifier too, never its training photos.
-    seg_held_out = {p.stem.split("__", 1)[1] for p in list_images(data_yaml.parent / "val" / "images")}
-    assert len(seg_held_out) == 22 and seg_held_out <= {Path(name).stem for name in names(val_damaged)}
-    assert not seg_held_out & {Path(name).stem for name in names(tmp_path / "damage" / "train" / "damaged")}
+    assert build_data.seg_class_names("damage") == ["damage"]
 
 
 def _tiny_timm_wrapper(folder: Path) -> Path:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests import tiny_models
+from pipeline import testing
 from train import sources
 
 
@@ -24,10 +24,10 @@ def test_session_keys_of_lensor_file_names() -> None:
 
 def test_near_duplicates_across_sets_and_sessions_share_a_group(tmp_path: Path) -> None:
     original = tmp_path / "a.jpg"
-    tiny_models.photo(128, 128, seed=1).save(original)
+    testing.photo(128, 128, seed=1).save(original)
     Image.open(original).resize((96, 60)).save(tmp_path / "a-stretched.jpg")  # lensor photos are stretched copies
     for i, name in enumerate(("b.jpg", "8723259-x.jpg", "8723259-y.jpg")):
-        tiny_models.photo(128, 128, seed=10 + i).save(tmp_path / name)
+        testing.photo(128, 128, seed=10 + i).save(tmp_path / name)
     paths = [tmp_path / n for n in ("a.jpg", "a-stretched.jpg", "b.jpg", "8723259-x.jpg", "8723259-y.jpg")]
     cache = tmp_path / "cache.json"
     groups = sources.photo_groups(["vds", "lensor", "vds", "lensor", "lensor"], paths, cache)
