@@ -116,8 +116,8 @@ def test_graded_classifier_trains_on_photos_of_unknown_grade(tmp_path: Path) -> 
 
     from transformers import AutoConfig
 
-    from pipeline.damage import damage_label_ids
     from pipeline import testing
+    from pipeline.damage import damage_label_ids
     from train.train_classifier import main
 
     for split in ("train", "dev"):
