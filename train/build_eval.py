@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from train import evaluate
+from train.common import CAR_MODEL
 from train.evaluate import write_report
 
 
@@ -67,8 +68,6 @@ def evaluate_segmenters(args, data: dict, out: Path) -> dict:
 
 
 def evaluate_combination(args, data: dict, shared: Path, out: Path, models: dict, car_t: float) -> dict:
-    from train.build_profile import CAR_MODEL
-
     rules = evaluate.damage_rules(
         out / models["damage"], out / "segmenter" / "best.pt", data["combine"], args.seg_imgsz,
         shared / CAR_MODEL, car_t,
@@ -79,8 +78,6 @@ def evaluate_combination(args, data: dict, shared: Path, out: Path, models: dict
 
 def evaluate_build(args, data: dict, shared: Path, out: Path, models: dict, lap: Callable[[str], None]) -> dict:
     """All evaluations; returns thresholds and runtime settings for the profile and the headline numbers."""
-    from train.build_profile import CAR_MODEL
-
     car = evaluate_car_check(shared / CAR_MODEL, out / "work", out)
     lap("evaluate_car_check")
     classifiers = evaluate_classifiers(args, data, out, models)

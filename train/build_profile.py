@@ -28,11 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from train import build_data
-from train.common import SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
+from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
 from train.sources import GRADES
 
-CAR_MODEL = "models/imagenet-efficientnet-lite0"
-SEG_BASE = "models/yolo11n-seg-vehicles/yolo11n-seg-vehicles.pt"
 # ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
 # kept out of the car check's negatives (a bus is no car, but no fair negative either).
 VEHICLE_WORDS = (

@@ -13,6 +13,9 @@ from pipeline.formats import IMAGE_SUFFIXES  # the photo formats the product rea
 
 # Prepared folders name files "<source>__<name>": metrics can then be broken down by source.
 SOURCE_SEPARATOR = "__"
+# The shared models the build starts from (relative to ../shared): the car check as is, the backbones to fine-tune.
+CAR_MODEL = "models/imagenet-efficientnet-lite0"
+SEG_BASE = "models/yolo11n-seg-vehicles/yolo11n-seg-vehicles.pt"
 
 
 def offline_env() -> None:
