@@ -85,6 +85,7 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
     shown = {i: _shown(found[i], damages[i], settings) for i in found}
     shown = _placed(stages, photos, shown)
     grades = _grades(stages, images, {i: g for i, (_, g) in assessed.items()}, damages)
+    grades = {i: g for i, g in grades.items() if g is not None and g.score >= thresholds.grade}
     return [
         Analysis(
             image=photo.image,
@@ -149,7 +150,7 @@ def _grades(
     stages: Stages, images: Sequence, one_pass: dict[int, Grade | None], damages: dict[int, Check]
 ) -> dict[int, Grade | None]:
     """The grade of each photo judged damaged: from the severity model when there is one, else from the damage
-    model's own grade labels (one pass), else none."""
+    model's own grade labels (one pass), else none. The caller drops grades below the grade threshold."""
     damaged = [i for i, check in damages.items() if check.positive]
     if stages.severity is not None and damaged:
         return dict(zip(damaged, stages.severity.grades([images[i] for i in damaged])))

@@ -163,9 +163,12 @@ class Thresholds:
         metadata=_threshold("Always segment", "show masks on cars judged undamaged too", "--always-segment"),
     )
     iou: float = 0.5  # NMS overlap between damage instances (not a user control)
+    # A grade less likely than this (among the three) is left out: "damaged, grade unsure" beats a coin toss.
+    # The build sets it from its held-out coverage sweep (docs/training.md); not a user control.
+    grade: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("car", "damage", "mask", "iou"):
+        for name in ("car", "damage", "mask", "iou", "grade"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"the {name} threshold must be between 0 and 1, not {value}")
@@ -235,7 +238,7 @@ def _replaced(obj: Any, changes: dict[str, object]) -> Any:
 
 
 _MODEL_SECTIONS = ("car", "damage", "severity", "segmenter", "parts")
-_THRESHOLD_KEYS = ("car", "damage", "mask", "iou")
+_THRESHOLD_KEYS = ("car", "damage", "mask", "iou", "grade")
 _RUNTIME_MODEL_KEYS = {"precision": str, "seg_backend": str, "seg_image_size": int, "part_image_size": int}
 _RUNTIME_KEYS = {"batch_size": int, "damage_rule": str}
 

@@ -55,6 +55,15 @@ def test_a_separate_severity_model_grades_damaged_cars_only(settings_factory, se
     assert undamaged.severity is None and undamaged.to_dict()["severity"] == ""
 
 
+def test_an_unsure_grade_is_left_out(settings_factory, graded_damage, tmp_path):
+    """Below the profile's grade threshold the car is still damaged, with no grade (and no "Severity:" line)."""
+    (tmp_path / "p.toml").write_text(f'[damage]\nmodel = "{graded_damage}"\n[thresholds]\ngrade = 1.0\n')
+    settings = pipeline.Settings.from_env(tmp_path / "p.toml")
+    assert settings.thresholds.grade == 1.0
+    result = analyze(testing.photo(160, 96), settings_factory(damage=graded_damage).with_thresholds(grade=1.0))
+    assert result.is_damaged and result.severity is None and "Severity" not in result.summary
+
+
 def test_zero_shot_clip_grades_with_prompts(settings_factory, damage_clip):
     result = analyze(testing.photo(96, 64), settings_factory(damage=damage_clip, damage_threshold=0.0))
     assert result.is_damaged and result.severity.label in GRADES and 0 < result.severity.score <= 1
