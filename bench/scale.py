@@ -1,6 +1,6 @@
 """python -m bench.scale: the local engine vs the Ray engine (1 and 2 actors) on the same photos, same run.
 
-    python -m bench.scale [--photos 200] [--json scale.json]
+    python -m bench.scale [--photos 200] [--json scale.json] [--models models/offline/profile.toml]
 
 Photos: from ../shared (damaged cars of vds-severity's val split and whole cars of web-whole-cars), or generated,
 plus one broken file. Models: the benchmark's full-size architectures (bench.models) with the shipped defaults.
@@ -83,13 +83,25 @@ def projection(photos_per_s: float, cores: int) -> dict[str, object]:
     }
 
 
+def _settings(args: argparse.Namespace):
+    """The full-size architectures (random weights when the Hub's are not cached), or a trained profile: random
+    weights leave verdicts on their thresholds, where another thread count flips them, so rows are compared with
+    trained models."""
+    if args.models is None:
+        return bench_settings(args.model_dir)
+    from pipeline.settings import load_profile
+
+    return load_profile(args.models), {"profile": str(args.models)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=int, default=200)
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--json", type=Path, metavar="PATH")
+    parser.add_argument("--models", type=Path, metavar="PROFILE", help="a trained profile instead (rows comparable)")
     args = parser.parse_args(argv)
-    settings, origin = bench_settings(args.model_dir)
+    settings, origin = _settings(args)
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         folder = photo_folder(args.photos, Path(tmp) / "photos")
         figures: dict[str, object] = {"machine": machine(), "models": origin, "photos": args.photos}
