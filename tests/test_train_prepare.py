@@ -96,3 +96,22 @@ def test_split_keeps_near_duplicates_together(tmp_path: Path) -> None:
         assert sum(counts["train"].values()) + sum(counts["val"].values()) == 9
         sides = {split for split in ("train", "val") for p in (out / split).rglob("p0*.jpg")}
         assert len(sides) == 1
+
+
+def test_training_code_leaves_truncated_uploads_refused(tmp_path) -> None:
+    """Importing (and using) the training code must not switch Pillow to accepting truncated photos globally: a
+    process that trains and serves, or a test session, would then analyse broken uploads as photos."""
+    from PIL import ImageFile
+
+    import train.build_profile  # the imports are the point
+    import train.train_classifier  # noqa: F401
+    from pipeline.decode import load_photo
+    from pipeline.errors import CorruptPhotoError
+    from train.common import open_rgb
+
+    truncated = tmp_path / "t.jpg"
+    truncated.write_bytes(testing.jpeg_bytes(testing.photo(256, 192, seed=3))[:1500])
+    assert open_rgb(truncated).size == (256, 192)  # training takes what a truncated photo holds
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    with pytest.raises(CorruptPhotoError):
+        load_photo(truncated.read_bytes())

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageFile
 
 from pipeline.formats import IMAGE_SUFFIXES  # the photo formats the product reads are the ones we train on
 
@@ -37,12 +37,26 @@ def offline_env() -> None:
 def open_rgb(path: Path, min_side: int | None = None) -> Image.Image:
     """Open as RGB; with ``min_side``, let the JPEG decoder skip detail finer than needed (2-8x faster).
 
-    The decoder keeps both sides >= ``min_side``, so the model input is still resized down, never up.
+    The decoder keeps both sides >= ``min_side``, so the model input is still resized down, never up. A few
+    public photos are truncated: training takes what they hold rather than crash, without changing Pillow's
+    global setting (importing the training code must not make the product accept truncated uploads).
     """
     with Image.open(path) as image:
         if min_side and image.format == "JPEG":
             image.draft("RGB", (min_side, min_side))
-        return image.convert("RGB")
+        try:
+            return image.convert("RGB")
+        except OSError:
+            return _truncated_rgb(path)
+
+
+def _truncated_rgb(path: Path) -> Image.Image:
+    previous, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, True
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def list_images(folder: Path) -> list[Path]:

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image
 from torch.utils.data import Dataset
 
 from train.common import list_images, offline_env, open_rgb
 
-ImageFile.LOAD_TRUNCATED_IMAGES = True  # a few public photos are truncated; better a partial photo than a crash
 DEFAULT_BASE = "google/vit-base-patch16-224-in21k"
 
 
