@@ -84,8 +84,7 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
     damages = {i: _verdict(classifier[i], found.get(i), settings) for i in checked}
     shown = {i: _shown(found[i], damages[i], settings) for i in found}
     shown = _placed(stages, photos, shown)
-    grades = _grades(stages, images, {i: g for i, (_, g) in assessed.items()}, damages)
-    grades = {i: g for i, g in grades.items() if g is not None and g.score >= thresholds.grade}
+    grades = _grades(stages, images, {i: g for i, (_, g) in assessed.items()}, damages, thresholds.grade)
     return [
         Analysis(
             image=photo.image,
@@ -147,14 +146,16 @@ def _placed(stages: Stages, photos: Sequence[Photo], shown: dict[int, tuple[Dete
 
 
 def _grades(
-    stages: Stages, images: Sequence, one_pass: dict[int, Grade | None], damages: dict[int, Check]
-) -> dict[int, Grade | None]:
+    stages: Stages, images: Sequence, one_pass: dict[int, Grade | None], damages: dict[int, Check], threshold: float
+) -> dict[int, Grade]:
     """The grade of each photo judged damaged: from the severity model when there is one, else from the damage
-    model's own grade labels (one pass), else none. The caller drops grades below the grade threshold."""
+    model's own grade labels (one pass); none when neither grades or the grade is less likely than ``threshold``."""
     damaged = [i for i, check in damages.items() if check.positive]
     if stages.severity is not None and damaged:
-        return dict(zip(damaged, stages.severity.grades([images[i] for i in damaged])))
-    return {i: one_pass.get(i) for i in damaged}
+        grades = dict(zip(damaged, stages.severity.grades([images[i] for i in damaged])))
+    else:
+        grades = {i: one_pass.get(i) for i in damaged}
+    return {i: grade for i, grade in grades.items() if grade is not None and grade.score >= threshold}
 
 
 def load_models(settings: Settings) -> dict[str, ModelLoadError | None]:
