@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline import testing
+from pipeline import Settings, testing
 from pipeline.batch import process_inputs
 from pipeline.testing import peak_rss_during
 
@@ -89,9 +89,7 @@ def _settings(args: argparse.Namespace):
     trained models."""
     if args.models is None:
         return bench_settings(args.model_dir)
-    from pipeline.settings import load_profile
-
-    return load_profile(args.models), {"profile": str(args.models)}
+    return Settings.from_env(args.models), {"profile": str(args.models)}
 
 
 def main(argv: list[str] | None = None) -> int:
