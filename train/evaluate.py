@@ -541,8 +541,9 @@ def masks_of(model, image: np.ndarray, imgsz: int, conf: float) -> tuple[np.ndar
 
 
 def damaged_part_names(damage_masks: np.ndarray, part_masks: np.ndarray, part_names: Sequence[str]) -> list[str]:
-    """Each damage instance's part: the part whose mask overlaps the damage mask most (by area); none when no
-    part mask touches it. This is the rule of the product."""
+    """Each damage instance's part: the part instance whose mask overlaps the damage mask most (by area); none
+    when no part mask touches it. Close to, not the same as, the product's rule (pipeline.parts.on_parts sums the
+    overlap per part class, at PART_CONFIDENCE 0.2): measuring through the pipeline's own stages is still to do."""
     found = []
     for damage in damage_masks:
         overlaps = (part_masks & damage).reshape(len(part_masks), -1).sum(axis=1) if len(part_masks) else []
