@@ -66,7 +66,7 @@ def _classifiers(settings, precision: str) -> tuple:
     with contextlib.ExitStack() as stack:
         if precision == "torch-int8":
             stack.enter_context(
-                mock.patch("pipeline.accel.classifiers.int8_classifier", side_effect=RuntimeError("asked"))
+                mock.patch("pipeline.accel.classifiers._openvino_forward", side_effect=RuntimeError("asked"))
             )
         loaded = car.model, damage.model.engine
     clear_cache()  # the next precision loads its own copies (int8 and torch-int8 share a cache key)

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .accel import inference_forward
+from .accel import Loaders, cached_arrays, image_forward
 from .errors import UnsupportedLabelsError
 from .hub import Stage, load_error, resolve_folder
 from .settings import ENV_VARS, ModelRef
@@ -22,48 +21,54 @@ from .settings import ENV_VARS, ModelRef
 
 @dataclass(frozen=True, eq=False)
 class ImageClassifier:
-    forward: Callable[[torch.Tensor], torch.Tensor]  # pixels -> logits (PyTorch or OpenVINO)
-    processor: object
+    logits: Callable[[Sequence[Image.Image]], np.ndarray]  # images -> logits (PyTorch or OpenVINO)
     id2label: dict[int, str]
-    dtype: torch.dtype
 
     @classmethod
     def from_folder(cls, folder: Path, precision: str) -> ImageClassifier:
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
+        def model():
+            from transformers import AutoModelForImageClassification
 
-        config = AutoConfig.from_pretrained(folder)
-        id2label = {int(i): str(label) for i, label in config.id2label.items()}
-        processor = AutoImageProcessor.from_pretrained(folder)
-        forward, dtype = inference_forward(
-            lambda: AutoModelForImageClassification.from_pretrained(folder, config=config),
-            _logits,
-            precision,
-            folder,
-            example_pixels(processor),
-        )
-        return cls(forward, processor, id2label, dtype)
+            return AutoModelForImageClassification.from_pretrained(folder)
 
-    @torch.inference_mode()
+        def processor():
+            from transformers import AutoImageProcessor
+
+            return AutoImageProcessor.from_pretrained(folder)
+
+        return cls(image_forward(folder, _logits, precision, Loaders(model, processor)), config_labels(folder))
+
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over the model's labels, one row per image, float32."""
         if not images:
             return np.zeros((0, len(self.id2label)), dtype=np.float32)
-        inputs = self.processor(images=list(images), return_tensors="pt")
-        logits = self.forward(inputs["pixel_values"].to(self.dtype))
-        return logits.float().softmax(dim=-1).numpy()
+        return softmax(self.logits(images))
 
     def top_labels(self, row: np.ndarray, k: int = 3) -> tuple[tuple[str, float], ...]:
         best = np.argsort(row)[::-1][:k]
         return tuple((self.id2label[int(i)], float(row[i])) for i in best)
 
 
-def _logits(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits.astype(np.float32) - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _logits(model, pixels):
     return model(pixel_values=pixels).logits
 
 
-def example_pixels(processor: object) -> torch.Tensor:
-    """One preprocessed blank photo: the input shape a model is converted (traced) with."""
-    return processor(images=[Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
+def config_labels(folder: Path) -> dict[int, str]:
+    """The model config's id2label, as transformers reads it (cached: reading it imports transformers)."""
+
+    def read() -> dict[str, np.ndarray]:
+        from transformers import AutoConfig
+
+        labels = AutoConfig.from_pretrained(folder).id2label
+        return {"ids": np.array([int(i) for i in labels], dtype=np.int64), "labels": np.array(list(labels.values()))}
+
+    stored = cached_arrays(folder, "labels", "id2label", read)
+    return {int(i): str(label) for i, label in zip(stored["ids"], stored["labels"])}
 
 
 def normalize_label(label: str) -> str:

@@ -4,23 +4,16 @@ CLIP-style model, or (the grade) from a separate severity classifier."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .accel import cached_arrays, inference_forward
-from .classify import (
-    ClassifierStage,
-    ImageClassifier,
-    example_pixels,
-    label_ids,
-    load_classifier,
-    unsupported_labels,
-)
+from .accel import Loaders, cached_arrays, image_forward
+from .classify import ClassifierStage, ImageClassifier, label_ids, load_classifier, softmax, unsupported_labels
 from .hub import load_error, resolve_folder
 from .results import GRADES, Check, Grade
 
@@ -98,49 +91,57 @@ def _words(label: str) -> set[str]:
 class ZeroShotClassifier:
     """CLIP-style model with the class text embeddings (ZERO_SHOT_LABELS) computed once, at load."""
 
-    image_features: Callable[[torch.Tensor], torch.Tensor]  # pixels -> projected embeddings (PyTorch or OpenVINO)
-    processor: object
-    class_embeddings: torch.Tensor  # (5, D), L2-normalised, order of ZERO_SHOT_LABELS
+    image_features: Callable[[Sequence[Image.Image]], np.ndarray]  # images -> projected embeddings
+    class_embeddings: np.ndarray  # (5, D), L2-normalised, order of ZERO_SHOT_LABELS
     logit_scale: float
-    dtype: torch.dtype
 
     @classmethod
     def from_folder(cls, folder: Path, precision: str) -> ZeroShotClassifier:
         """The class embeddings come from the on-disk cache when a start has computed them before; with the
-        vision side's OpenVINO copy cached too, the PyTorch weights are then never loaded (a faster cold start)."""
-        from transformers import AutoModel, AutoProcessor
+        vision side's OpenVINO copy cached too, neither transformers nor the PyTorch weights are then loaded."""
 
-        load = functools.cache(lambda: AutoModel.from_pretrained(folder).eval())
-        processor = AutoProcessor.from_pretrained(folder)
-        classes = cached_arrays(folder, "clip-classes", PROMPT_SETS, lambda: _class_embeddings(load(), processor))
-        forward, dtype = inference_forward(load, _image_features, precision, folder, example_pixels(processor))
-        return cls(forward, processor, torch.from_numpy(classes["embeddings"]), float(classes["scale"]), dtype)
+        def model():
+            from transformers import AutoModel
 
-    @torch.inference_mode()
+            return AutoModel.from_pretrained(folder).eval()
+
+        def processor():
+            from transformers import AutoProcessor
+
+            return AutoProcessor.from_pretrained(folder)
+
+        loaders = Loaders(functools.cache(model), functools.cache(processor))
+        classes = cached_arrays(folder, "clip-classes", PROMPT_SETS, lambda: _class_embeddings(loaders))
+        features = image_forward(folder, _image_features, precision, loaders)
+        return cls(features, classes["embeddings"].astype(np.float32), float(classes["scale"]))
+
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Softmax over ZERO_SHOT_LABELS; renormalised over any two of them it is their own 2-way softmax."""
         if not images:
             return np.zeros((0, len(ZERO_SHOT_LABELS)), dtype=np.float32)
-        pixels = self.processor(images=list(images), return_tensors="pt")["pixel_values"].to(self.dtype)
-        features = self.image_features(pixels).float()
-        features = torch.nn.functional.normalize(features, dim=-1)
-        logits = self.logit_scale * features @ self.class_embeddings.T
-        return logits.softmax(dim=-1).numpy()
+        features = self.image_features(images).astype(np.float32)
+        features /= np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
+        return softmax(np.float32(self.logit_scale) * features @ self.class_embeddings.T)
 
 
-def _class_embeddings(model: torch.nn.Module, processor: object) -> dict[str, np.ndarray]:
+def _class_embeddings(loaders: Loaders) -> dict[str, np.ndarray]:
     """The averaged, normalised text embedding of each prompt set, and CLIP's logit scale (fp32, once)."""
+    import torch
+
+    model, processor = loaders.model(), loaders.processor()
     with torch.inference_mode():
         embeddings = torch.stack([_text_class_embedding(model, processor, prompts) for prompts in PROMPT_SETS])
     scale = float(model.logit_scale.detach().exp()) if hasattr(model, "logit_scale") else 100.0
     return {"embeddings": embeddings.numpy(), "scale": np.array(scale, dtype=np.float32)}
 
 
-def _image_features(model: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+def _image_features(model, pixels):
     return _as_tensor(model.get_image_features(pixel_values=pixels))
 
 
-def _text_class_embedding(model: torch.nn.Module, processor: object, prompts: Sequence[str]) -> torch.Tensor:
+def _text_class_embedding(model, processor: object, prompts: Sequence[str]):
+    import torch
+
     tokens = processor(text=list(prompts), return_tensors="pt", padding=True)
     features = _as_tensor(
         model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens.get("attention_mask"))
@@ -149,16 +150,15 @@ def _text_class_embedding(model: torch.nn.Module, processor: object, prompts: Se
     return torch.nn.functional.normalize(mean, dim=0)
 
 
-def _as_tensor(output: object) -> torch.Tensor:
+def _as_tensor(output: object):
     """transformers 5 returns a ModelOutput whose pooler_output is the projected embedding."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
+    return output.pooler_output if hasattr(output, "pooler_output") else output
 
 
 def _is_zero_shot(folder: Path) -> bool:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(folder)
-    return hasattr(config, "text_config") and hasattr(config, "vision_config")
+    """A CLIP-style model (text and vision towers), from its config.json as saved by transformers."""
+    config = json.loads((folder / "config.json").read_text())
+    return "text_config" in config and "vision_config" in config
 
 
 @dataclass(frozen=True, eq=False)

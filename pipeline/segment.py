@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .accel import choose_backend, import_yolo, on_openvino, quiet_ultralytics, resolve_precision
+from .accel.yolo import cached_openvino
+from .accel.yolo_runtime import Instances, OpenVINOSegmenter
 from .decode import Photo
 from .hub import Stage, load_error, resolve_file
 from .results import Detection, MaskCrop
@@ -49,6 +51,11 @@ class Segmenter(Stage):
 
     def _load(self):
         path = resolve_file(self.role, self.ref)
+        if self.backend == "openvino" and path.suffix == ".pt":
+            calibration = (self.calibration, self.image_size) if self._calibrated() else None
+            cached = cached_openvino(path, resolve_precision(self.precision), calibration)
+            if cached is not None:  # a warm start: neither Ultralytics nor PyTorch is imported
+                return cached
         try:
             with quiet_ultralytics():
                 model = import_yolo()(str(path), task="segment")
@@ -69,18 +76,25 @@ class Segmenter(Stage):
         model = self.model
         found = []
         for photo in photos:
-            with _predict_lock(model), quiet_ultralytics():
-                (result,) = model.predict(
-                    photo.image,
-                    conf=conf,
-                    iou=iou,
-                    imgsz=self.image_size,
-                    max_det=max_det,
-                    retina_masks=False,  # masks at the letterbox size; _to_detections scales them one by one
-                    verbose=False,
-                )
-            found.append(_to_detections(result, photo))
+            if isinstance(model, OpenVINOSegmenter):
+                instances = model.predict(photo.image, conf, iou, self.image_size, max_det)
+            else:
+                instances = self._ultralytics(model, photo, conf, iou, max_det)
+            found.append(_to_detections(instances, model.names, photo))
         return found
+
+    def _ultralytics(self, model, photo: Photo, conf: float, iou: float, max_det: int) -> Instances:
+        with _predict_lock(model), quiet_ultralytics():
+            (result,) = model.predict(
+                photo.image,
+                conf=conf,
+                iou=iou,
+                imgsz=self.image_size,
+                max_det=max_det,
+                retina_masks=False,  # masks at the letterbox size; _to_detections scales them one by one
+                verbose=False,
+            )
+        return _from_results(result)
 
 
 _predict_locks: weakref.WeakKeyDictionary[object, threading.Lock] = weakref.WeakKeyDictionary()
@@ -104,18 +118,27 @@ def _working_mask(mask, shape: tuple[int, int]) -> np.ndarray:
     return (scale_masks(mask[None, None].float(), shape)[0, 0] > 0.5).cpu().numpy()
 
 
-def _to_detections(result, photo: Photo) -> tuple[Detection, ...]:
-    """ultralytics Results -> our records: the only place that knows its layout."""
+def _from_results(result) -> Instances:
+    """ultralytics Results -> Instances: the only place that knows its layout."""
     if result.masks is None or result.boxes is None or len(result.boxes) == 0:
-        return ()
+        return Instances(np.zeros((0, 4)), np.zeros(0), np.zeros(0, dtype=int), (), lambda mask: mask)
+    return Instances(
+        result.boxes.xyxy.cpu().numpy(),
+        result.boxes.conf.cpu().numpy(),
+        result.boxes.cls.cpu().numpy().astype(int),
+        result.masks.data,
+        lambda mask: _working_mask(mask, result.orig_shape),
+    )
+
+
+def _to_detections(instances: Instances, names: dict, photo: Photo) -> tuple[Detection, ...]:
+    """Instances in the working image -> our records, boxes in the original photo's pixels."""
     scale_x, scale_y = photo.scale
-    boxes = result.boxes.xyxy.cpu().numpy() * np.array([scale_x, scale_y, scale_x, scale_y])
-    scores = result.boxes.conf.cpu().numpy()
-    classes = result.boxes.cls.cpu().numpy().astype(int)
+    boxes = np.asarray(instances.boxes, dtype=np.float64) * np.array([scale_x, scale_y, scale_x, scale_y])
     detections = []
-    for box, score, cls, mask in zip(boxes, scores, classes, result.masks.data):
-        crop = MaskCrop.from_full(_working_mask(mask, result.orig_shape), photo.size)
+    for box, score, cls, mask in zip(boxes, instances.scores, instances.classes, instances.masks):
+        crop = MaskCrop.from_full(instances.to_image(mask), photo.size)
         if crop is not None:
             box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
-            detections.append(Detection(str(result.names[int(cls)]), int(cls), float(score), box, crop))
+            detections.append(Detection(str(names[int(cls)]), int(cls), float(score), box, crop))
     return tuple(sorted(detections, key=lambda d: -d.score))

@@ -515,7 +515,7 @@ def test_int8_failures_fall_back(settings_factory, tmp_path, monkeypatch, caplog
         raise RuntimeError("unsupported layer")
 
     monkeypatch.setattr(yolo, "_int8_copy", broken)
-    monkeypatch.setattr(classifiers, "int8_classifier", broken)
+    monkeypatch.setattr(classifiers, "_openvino_forward", broken)
     clear_cache()
     calibration = tmp_path / "calibration"
     calibration.mkdir()

@@ -5,18 +5,19 @@ Everything here is optional: any failure falls back to PyTorch or f32 OpenVINO, 
 """
 
 from .cache import build_once, cache_dir, cached_arrays
-from .classifiers import inference_forward
+from .classifiers import Loaders, image_forward
 from .precision import for_inference, resolve_precision
 from .yolo import choose_backend, import_yolo, on_openvino, quiet_ultralytics
 
 __all__ = [
+    "Loaders",
     "build_once",
     "cache_dir",
     "cached_arrays",
     "choose_backend",
     "for_inference",
+    "image_forward",
     "import_yolo",
-    "inference_forward",
     "on_openvino",
     "quiet_ultralytics",
     "resolve_precision",

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 # Bump when a conversion changes: cache entries of older recipes are then ignored (and rebuilt).
-# int8-v2: the segmenter's class-score branch stays f32.
-RECIPE = "int8-v2"
+# int8-v2: the segmenter's class-score branch stays f32. v3: classifier copies carry their pixel spec.
+RECIPE = "v3"
 
 
 def cache_dir() -> Path:
@@ -47,10 +47,9 @@ def build_once(final: Path, build: Callable[[Path], Path], ready: str) -> Path:
 def fingerprint(files: Iterable[Path], *extra: object) -> str:
     """Identity of model files or photos: names, sizes and modification times, plus ``extra`` and the library
     versions. Not a content hash: hashing a 350 MB ViT would add a second to every start."""
-    import nncf
-    import openvino
+    from importlib.metadata import version  # not the packages themselves: importing NNCF takes seconds
 
-    digest = hashlib.sha256(f"{RECIPE}|{openvino.__version__}|{nncf.__version__}|{extra}".encode())
+    digest = hashlib.sha256(f"{RECIPE}|{version('openvino')}|{version('nncf')}|{extra}".encode())
     for path in sorted(files):
         stat = path.stat()
         digest.update(f"|{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())

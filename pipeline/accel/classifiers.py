@@ -1,24 +1,30 @@
-"""Image classifiers in their fast form: int8 linear layers on OpenVINO (cached), else PyTorch.
+"""Image classifiers in their fast form: an OpenVINO copy (cached), else PyTorch.
 
-int8 = the linear layers' weights in int8 (NNCF, data-free) and their inputs quantised on the fly by OpenVINO
-(dynamic quantisation: VNNI int8 matrix products); convolutions stay f32. Any failure falls back to PyTorch.
+The copy has int8 linear layers where int8 was chosen (NNCF, data-free; their inputs quantised on the fly by OpenVINO:
+VNNI int8 matrix products; convolutions stay f32), and is f32 where 'auto' chose fp32 (the same answers as PyTorch).
+Beside it, the pixel spec (``pixels.PixelSpec``) when it matches the model's processor: a warm start then imports
+neither PyTorch nor transformers. Any failure falls back to PyTorch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import importlib.util
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
+import numpy as np
+from PIL import Image
 
 from .cache import build_once, cache_dir, fingerprint, folder_files
-from .precision import for_inference, resolve_precision
+from .pixels import PixelSpec, matches
+from .precision import cuda_available, for_inference, resolve_precision
 
 logger = logging.getLogger(__name__)
 
@@ -26,75 +32,129 @@ logger = logging.getLogger(__name__)
 # 1.2x faster than 32 on a 2-core VNNI CPU with the same error.
 DYNAMIC_QUANTIZATION_GROUP_SIZE = "128"
 
-Head = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]  # (model, pixels) -> the one output we use
+Head = Callable[..., Any]  # (PyTorch model, pixels) -> the one output we use
+ImagesToArray = Callable[[Sequence[Image.Image]], np.ndarray]
 
 
-class _Head(torch.nn.Module):
-    """pixels -> head(model, pixels): the single-input, single-output module OpenVINO converts."""
+@dataclass(frozen=True)
+class Loaders:
+    """How to build a classifier from its folder; called only when the cache cannot serve it."""
 
-    def __init__(self, model: torch.nn.Module, head: Head) -> None:
-        super().__init__()
-        self.model, self.head = model, head
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model, pixel_values)
+    model: Callable[[], Any]  # the PyTorch model
+    processor: Callable[[], Any]  # transformers' processor: processor(images=..., return_tensors="pt")
 
 
-def inference_forward(
-    load: Callable[[], torch.nn.Module], head: Head, precision: str, folder: Path, example: torch.Tensor
-) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.dtype]:
-    """pixels -> head(model, pixels) in the resolved precision, and the dtype the pixels must have.
-
-    ``load`` gives the PyTorch model; with a cached OpenVINO copy it is never called (a faster start).
-    """
-    load = functools.cache(load)
-    if resolve_precision(precision) == "int8" and not torch.cuda.is_available():
+def image_forward(folder: Path, head: Head, precision: str, loaders: Loaders) -> ImagesToArray:
+    """images -> head(model, pixels) as float32 NumPy rows, in the resolved precision."""
+    kind = openvino_kind(precision)
+    if kind is not None:
         try:
-            key = fingerprint(folder_files(folder), head.__name__, tuple(example.shape))
-            return int8_classifier(lambda: _Head(load().eval(), head), example, key), torch.float32
+            return _openvino_forward(folder, head, kind, loaders)
         except Exception as exc:  # not installed, an operator OpenVINO cannot convert, a read-only cache, ...
-            logger.warning("OpenVINO int8 copy of %s failed (%s); using PyTorch", folder.name, one_line(exc))
-    module, dtype = for_inference(load(), precision)
-    return functools.partial(head, module), dtype
+            logger.warning("OpenVINO %s copy of %s failed (%s); using PyTorch", kind, folder.name, one_line(exc))
+    return _torch_forward(head, precision, loaders)
+
+
+def openvino_kind(precision: str) -> str | None:
+    """'int8' or 'f32' when the classifiers run on an OpenVINO copy, None for PyTorch (a GPU, bf16, or the exact
+    fp32 reference asked for by name)."""
+    resolved = resolve_precision(precision)
+    if cuda_available():
+        return None
+    if resolved == "int8":
+        return "int8"
+    if precision == "auto" and resolved == "fp32" and importlib.util.find_spec("openvino") is not None:
+        return "f32"
+    return None
+
+
+def _openvino_forward(folder: Path, head: Head, kind: str, loaders: Loaders) -> ImagesToArray:
+    key = fingerprint(folder_files(folder), head.__name__, kind)
+    copy = build_once(cache_dir() / "classifiers" / key, lambda staging: _convert(head, kind, loaders, staging), "ok")
+    forward = CompiledForward(compile_model(copy / "model.xml", dynamic_quantization=kind == "int8"))
+    spec = PixelSpec.read(copy)
+    pixels = spec if spec is not None else _library_pixels(loaders.processor())
+    return lambda images: forward(pixels(images))
+
+
+def _library_pixels(processor) -> ImagesToArray:
+    return lambda images: processor(images=list(images), return_tensors="pt")["pixel_values"].float().numpy()
+
+
+def _torch_forward(head: Head, precision: str, loaders: Loaders) -> ImagesToArray:
+    import torch
+
+    module, dtype = for_inference(loaders.model(), precision)
+    processor = loaders.processor()
+
+    def forward(images: Sequence[Image.Image]) -> np.ndarray:
+        with torch.inference_mode():
+            pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(dtype)
+            return head(module, pixels).float().numpy()
+
+    return forward
 
 
 class CompiledForward:
-    """Pixels (torch) -> the model's output (torch) on a compiled OpenVINO model. Thread-safe: each call
-    gets its own infer request (the compiled model is shared)."""
+    """Pixels -> the model's output, NumPy in and out, on a compiled OpenVINO model. Thread-safe: each call gets
+    its own infer request (the compiled model is shared)."""
 
     def __init__(self, compiled) -> None:  # openvino.CompiledModel
         self.compiled = compiled
 
-    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
         request = self.compiled.create_infer_request()
-        request.infer({0: pixels.float().numpy()})
-        return torch.from_numpy(request.get_output_tensor(0).data.copy())
+        request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)})
+        return request.get_output_tensor(0).data.copy()
 
 
-def int8_classifier(module: Callable[[], torch.nn.Module], example: torch.Tensor, key: str) -> CompiledForward:
-    """``module()`` converted to OpenVINO with int8 linear weights (cached under ``key``; the module is only
-    built when the cache misses), compiled with dynamic quantisation of their inputs."""
-    folder = build_once(cache_dir() / "classifiers" / key, lambda staging: _convert(module(), example, staging), "ok")
-    return CompiledForward(compile_model(folder / "model.xml", dynamic_quantization=True))
-
-
-def _convert(module: torch.nn.Module, example: torch.Tensor, staging: Path) -> Path:
-    import nncf
+def _convert(head: Head, kind: str, loaders: Loaders, staging: Path) -> Path:
+    """The model's head converted to OpenVINO (int8 linear weights for kind 'int8'), with the pixel spec when it
+    matches the processor."""
     import openvino as ov
+    import torch
 
+    processor = loaders.processor()
+    example = processor(images=[Image.new("RGB", (64, 64))], return_tensors="pt")["pixel_values"]
+    module = _head_module(loaders.model().eval(), head)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing notes (shape checks become constants: our shapes are fixed)
-        model = ov.convert_model(module.eval(), example_input=example, input=[(-1, *example.shape[1:])])
+        model = ov.convert_model(module, example_input=example, input=[(-1, *example.shape[1:])])
+    if kind == "int8":
+        model = _int8_linear_weights(model)
+    out = staging / "model"
+    out.mkdir()
+    ov.save_model(model, out / "model.xml", compress_to_fp16=False)
+    spec = PixelSpec.from_processor(getattr(processor, "image_processor", processor).to_dict())
+    if spec is not None and matches(spec, processor):
+        spec.write(out)
+    (out / "ok").touch()
+    return out
+
+
+def _int8_linear_weights(model):
+    import nncf
+
     # Linear layers only: int8 convolution weights moved a trained EfficientNet's probabilities by up to 0.10
     # (0.009 with its convolutions left in f32), and torch's dynamic quantisation also keeps them in fp32.
     convolutions = nncf.IgnoredScope(types=["Convolution", "GroupConvolution"], validate=False)
     with quiet_nncf():
-        model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=convolutions)
-    out = staging / "model"
-    out.mkdir()
-    ov.save_model(model, out / "model.xml", compress_to_fp16=False)
-    (out / "ok").touch()
-    return out
+        return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=convolutions)
+
+
+def _head_module(model, head: Head):
+    """pixels -> head(model, pixels): the single-input, single-output module OpenVINO converts."""
+    import torch
+
+    class HeadModule(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return head(self.model, pixel_values)
+
+    return HeadModule()
 
 
 def compile_model(xml: Path, precision_hint: str = "f32", dynamic_quantization: bool = False):

@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 import warnings
-
-import torch
+from pathlib import Path
 
 from ..settings import PRECISIONS
 
+# /proc/cpuinfo flags of each feature torch.cpu reports (what torch checks, read without importing torch).
+_CPU_FLAGS = {"vnni": ("avx512_vnni", "avx_vnni"), "amx_tile": ("amx_tile",)}
+
 
 def cpu_supports(feature: str) -> bool:
-    return bool(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)())
+    flags = _cpu_flags()
+    if flags is None:  # not Linux: ask torch
+        import torch
+
+        return bool(getattr(torch.cpu, f"_is_{feature}_supported", lambda: False)())
+    return any(flag in flags for flag in _CPU_FLAGS[feature])
+
+
+@functools.cache
+def _cpu_flags() -> frozenset[str] | None:
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return None
+    line = next((line for line in info.read_text().splitlines() if line.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def cuda_available() -> bool:
+    """A CUDA GPU, asked of torch only when it is already imported or an NVIDIA driver is loaded (importing torch
+    to learn there is no GPU costs seconds of a cold start)."""
+    if "torch" not in sys.modules and not Path("/proc/driver/nvidia").exists():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolve_precision(precision: str) -> str:
@@ -31,8 +59,10 @@ def resolve_precision(precision: str) -> str:
     return "fp32"
 
 
-def for_inference(model: torch.nn.Module, precision: str) -> tuple[torch.nn.Module, torch.dtype]:
+def for_inference(model, precision: str):
     """The model in the resolved precision (PyTorch), and the dtype its inputs must have."""
+    import torch
+
     resolved = resolve_precision(precision)
     model = model.eval()
     if resolved == "bf16":

@@ -16,6 +16,8 @@ import numpy as np
 from ..formats import list_photos
 from .cache import build_once, cache_dir, file_digest, fingerprint
 from .classifiers import one_line, quiet_nncf, thread_config
+from .precision import cuda_available
+from .yolo_runtime import OpenVINOSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +36,7 @@ def choose_backend(backend: str, precision: str) -> str:
     PyTorch reference) was not asked for."""
     if backend != "auto":
         return backend
-    import torch
-
-    if precision == "fp32" or torch.cuda.is_available():
+    if precision == "fp32" or cuda_available():
         return "torch"
     try:
         import openvino  # noqa: F401
@@ -45,9 +45,29 @@ def choose_backend(backend: str, precision: str) -> str:
     return "openvino"
 
 
+def cached_openvino(weights: Path, precision: str, calibration: tuple[Path, int] | None = None):
+    """The OpenVINO copy ``on_openvino`` would pick, run without Ultralytics, when it is already in the cache
+    (None otherwise: the caller builds it through Ultralytics)."""
+    final = _openvino_folder(weights)
+    if calibration is not None:
+        files = calibration_files(calibration[0])
+        final = _int8_folder(final, files, calibration[1]) if files else None
+    if final is None or not (final / "metadata.yaml").is_file():
+        return None
+    try:
+        return OpenVINOSegmenter.load(final, _compile_config(precision))
+    except Exception as exc:
+        logger.warning("cached OpenVINO copy %s does not load (%s)", final.name, one_line(exc))
+        return None
+
+
+def _compile_config(precision: str) -> dict[str, str]:
+    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"} | thread_config()
+
+
 def on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, int] | None = None):
     """The same model on OpenVINO (static int8 when calibration photos are given), else the f32 OpenVINO copy,
-    else the PyTorch one."""
+    else the PyTorch one. A copy runs without Ultralytics (``OpenVINOSegmenter``) when it can."""
     try:
         with quiet_ultralytics():
             exported = _openvino_copy(model, weights)
@@ -62,6 +82,9 @@ def on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, i
             logger.warning("int8 calibration of %s failed (%s); using f32 OpenVINO", weights.name, one_line(exc))
     for folder in candidates:
         try:
+            runner = OpenVINOSegmenter.load(folder, _compile_config(precision))
+            if runner is not None:
+                return runner
             with quiet_ultralytics():
                 fast = import_yolo()(str(folder), task="segment")
                 _pin_openvino_precision(fast, folder, precision)
@@ -75,7 +98,7 @@ def on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, i
 def _openvino_copy(model, weights: Path) -> Path:
     """Export once to OpenVINO (dynamic shapes, so non-square photos keep their rectangular letterbox) into a
     cache folder keyed by the weights' hash; later starts load the cached copy."""
-    final = cache_dir() / file_digest(weights) / f"{weights.stem}_openvino_model"
+    final = _openvino_folder(weights)
 
     def export(staging: Path) -> Path:
         staged = staging / weights.name
@@ -86,14 +109,22 @@ def _openvino_copy(model, weights: Path) -> Path:
     return build_once(final, export, "metadata.yaml")
 
 
+def _openvino_folder(weights: Path) -> Path:
+    return cache_dir() / file_digest(weights) / f"{weights.stem}_openvino_model"
+
+
+def _int8_folder(exported: Path, files: list[Path], image_size: int) -> Path:
+    stem = exported.name.removesuffix("_openvino_model")
+    key = fingerprint(files, image_size)
+    return exported.parent / f"{stem}_{key}_int8_openvino_model"  # Ultralytics knows the backend by the suffix
+
+
 def _int8_copy(exported: Path, photos: Path, image_size: int) -> Path:
     """NNCF static int8 copy of the export, calibrated on up to 32 of the photos (cached by their identity)."""
     files = calibration_files(photos)
     if not files:
         raise ValueError(f"no photos in {photos.name}")
-    key = fingerprint(files, image_size)
-    stem = exported.name.removesuffix("_openvino_model")
-    final = exported.parent / f"{stem}_{key}_int8_openvino_model"  # Ultralytics knows the backend by the suffix
+    final = _int8_folder(exported, files, image_size)
 
     def inputs() -> list[np.ndarray]:
         from ..decode import load_photo

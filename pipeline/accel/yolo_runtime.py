@@ -1,0 +1,172 @@
+"""A segmenter's OpenVINO copy run without Ultralytics or PyTorch: the letterbox, NMS and mask steps of Ultralytics'
+predictor (8.4, ``retina_masks=False``) in NumPy and OpenCV, on the folder Ultralytics exported.
+
+Why: Ultralytics imports PyTorch and, at its first prediction, torchvision and ``torch._dynamo``: most of a cold
+start. The answers are Ultralytics' own (tests compare the two on the same copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+PAD_VALUE = 114  # Ultralytics' letterbox grey
+CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Ultralytics' LetterBox(auto=True) for one image: scaled to fit, padded to the stride, centred."""
+
+    source: tuple[int, int]  # (height, width) of the image
+    resized: tuple[int, int]  # (height, width) of the image inside the network input
+    pads: tuple[int, int, int, int]  # top, bottom, left, right
+
+    @classmethod
+    def fit(cls, source: tuple[int, int], image_size: int, stride: int) -> Letterbox:
+        height, width = source
+        ratio = min(image_size / height, image_size / width)
+        new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
+        dw, dh = ((image_size - new_w) % stride) / 2, ((image_size - new_h) % stride) / 2
+        return cls(source, (new_h, new_w), (round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)))
+
+    @property
+    def size(self) -> tuple[int, int]:
+        top, bottom, left, right = self.pads
+        return self.resized[0] + top + bottom, self.resized[1] + left + right
+
+    def network_input(self, rgb: np.ndarray) -> np.ndarray:
+        """(1, 3, H, W) float32 in [0, 1], RGB."""
+        if rgb.shape[:2] != self.resized:
+            rgb = cv2.resize(rgb, self.resized[::-1], interpolation=cv2.INTER_LINEAR)
+        padded = cv2.copyMakeBorder(rgb, *self.pads, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
+        return np.ascontiguousarray(padded.transpose(2, 0, 1)[None], dtype=np.float32) / np.float32(255)
+
+    def _inner(self) -> tuple[float, float, int, int, int, int]:
+        """Ultralytics' scale_boxes / scale_masks geometry: gains, and the image's place in the input."""
+        (in_h, in_w), (h0, w0) = self.size, self.source
+        gain = min(in_h / h0, in_w / w0)
+        new_h, new_w = max(round(h0 * gain), 1), max(round(w0 * gain), 1)
+        top, left = round((in_h - new_h) / 2 - 0.1), round((in_w - new_w) / 2 - 0.1)
+        return new_h / h0, new_w / w0, top, left, new_h, new_w
+
+    def boxes_to_source(self, boxes: np.ndarray) -> np.ndarray:
+        gain_y, gain_x, top, left, _, _ = self._inner()
+        out = (boxes - np.array([left, top, left, top], dtype=np.float32)) / np.array(
+            [gain_x, gain_y, gain_x, gain_y], dtype=np.float32
+        )
+        out[:, [0, 2]] = out[:, [0, 2]].clip(0, self.source[1])
+        out[:, [1, 3]] = out[:, [1, 3]].clip(0, self.source[0])
+        return out
+
+    def mask_to_source(self, mask: np.ndarray) -> np.ndarray:
+        """One mask at the input's size -> a boolean mask at the image's size (padding cropped, then resized)."""
+        _, _, top, left, new_h, new_w = self._inner()
+        inner = mask[top : top + new_h, left : left + new_w].astype(np.float32)
+        if inner.shape != self.source:
+            inner = cv2.resize(inner, self.source[::-1], interpolation=cv2.INTER_LINEAR)
+        return inner > 0.5
+
+
+@dataclass(frozen=True, eq=False)
+class Instances:
+    """What a segmenter found in one image, best first: boxes in the image's pixels, masks one by one."""
+
+    boxes: np.ndarray  # (n, 4) xyxy
+    scores: np.ndarray  # (n,)
+    classes: np.ndarray  # (n,) int
+    masks: object  # n masks in the network's letterbox (any array type ``to_image`` takes)
+    to_image: Callable[[object], np.ndarray]  # one mask -> boolean mask at the image's size
+
+
+class OpenVINOSegmenter:
+    """An Ultralytics segmentation export (OpenVINO IR + metadata.yaml), run by OpenVINO alone. Thread-safe."""
+
+    task = "segment"
+
+    def __init__(self, compiled, names: dict[int, str], stride: int) -> None:
+        self.compiled, self.names, self.stride = compiled, names, stride
+
+    @classmethod
+    def load(cls, folder: Path, config: dict[str, str]) -> OpenVINOSegmenter | None:
+        """The copy compiled with ``config``; None when it is not a plain dynamic-shape segmentation export (an
+        end-to-end head or fixed shapes: Ultralytics runs those)."""
+        import openvino as ov
+        import yaml
+
+        meta = yaml.safe_load((folder / "metadata.yaml").read_text())
+        if meta.get("task") != "segment" or meta.get("end2end") or not (meta.get("args") or {}).get("dynamic"):
+            return None
+        core = ov.Core()
+        model = core.read_model(str(next(folder.glob("*.xml"))))
+        if len(model.outputs) != 2:
+            return None
+        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"} | config)
+        names = {int(k): str(v) for k, v in meta["names"].items()}
+        return cls(compiled, names, int(meta.get("stride", 32)))
+
+    def predict(self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int) -> Instances:
+        rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+        box = Letterbox.fit(rgb.shape[:2], image_size, self.stride)
+        request = self.compiled.create_infer_request()
+        request.infer({0: box.network_input(rgb)})
+        outputs = [request.get_output_tensor(i).data for i in range(2)]
+        prediction, protos = sorted(outputs, key=lambda a: a.ndim)  # (1, 4+nc+nm, N), (1, nm, h, w)
+        kept = _nms(prediction[0], len(self.names), conf, iou, max_det)
+        masks = _masks(protos[0], kept[:, 6:], kept[:, :4], box.size)
+        has_pixels = masks.any(axis=(1, 2))  # Ultralytics drops instances without a pixel
+        kept, masks = kept[has_pixels], masks[has_pixels]
+        boxes = box.boxes_to_source(kept[:, :4].copy())
+        return Instances(boxes, kept[:, 4], kept[:, 5].astype(int), masks, box.mask_to_source)
+
+
+def _nms(prediction: np.ndarray, classes: int, conf: float, iou: float, max_det: int) -> np.ndarray:
+    """Rows (x1, y1, x2, y2, score, class, mask coefficients...) kept by class-aware NMS, best first."""
+    rows = prediction.T  # (N, 4 + nc + nm)
+    scores = rows[:, 4 : 4 + classes]
+    best = scores.max(axis=1)
+    rows, scores, best = rows[best > conf], scores[best > conf], best[best > conf]
+    if not len(rows):
+        return np.zeros((0, rows.shape[1] + 2 - classes), dtype=np.float32)
+    xy, wh = rows[:, :2], rows[:, 2:4] / 2
+    boxes = np.concatenate([xy - wh, xy + wh], axis=1)
+    labels = scores.argmax(axis=1).astype(np.float32)
+    table = np.concatenate([boxes, best[:, None], labels[:, None], rows[:, 4 + classes :]], axis=1)
+    keep = greedy_nms(boxes + labels[:, None] * CLASS_OFFSET, best, iou)[:max_det]
+    return table[keep]
+
+
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """torchvision.ops.nms: highest score first, dropping boxes that overlap a kept one by more than ``iou``."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        first, rest = order[0], order[1:]
+        keep.append(first)
+        top_left = np.maximum(boxes[first, :2], boxes[rest, :2])
+        bottom_right = np.minimum(boxes[first, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+        overlap = inter / (areas[first] + areas[rest] - inter)
+        order = rest[overlap <= iou]
+    return np.array(keep, dtype=np.int64)
+
+
+def _masks(protos: np.ndarray, coefficients: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Ultralytics' process_mask(upsample=True): prototypes mixed, upsampled to the input, > 0, cropped to the box."""
+    channels, mh, mw = protos.shape
+    out = np.zeros((len(coefficients), *size), dtype=np.uint8)
+    if not len(coefficients):
+        return out
+    mixed = (coefficients @ protos.reshape(channels, -1)).reshape(-1, mh, mw)
+    columns, rows = np.arange(size[1], dtype=np.float32), np.arange(size[0], dtype=np.float32)
+    for i, (mask, (x1, y1, x2, y2)) in enumerate(zip(mixed, boxes)):
+        upsampled = cv2.resize(mask, size[::-1], interpolation=cv2.INTER_LINEAR) > 0
+        inside = ((rows >= y1) & (rows < y2))[:, None] & ((columns >= x1) & (columns < x2))[None, :]
+        out[i] = upsampled & inside
+    return out

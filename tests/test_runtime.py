@@ -1,0 +1,166 @@
+"""The serving path without PyTorch: cached OpenVINO copies run by OpenVINO alone give the libraries' answers, and a
+warm start imports neither PyTorch, transformers nor Ultralytics."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import testing
+from pipeline.settings import ModelRef
+
+ROOT = Path(__file__).resolve().parents[1]
+pytest.importorskip("openvino", reason="the serving path runs OpenVINO copies")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max((a | b).sum(), 1))
+
+
+def _same_answers(weights: Path, photos, image_size: int, conf: float) -> tuple[int, list[float]]:
+    """Instances of the OpenVINO copy run by OpenVINOSegmenter and by Ultralytics, compared photo by photo."""
+    from ultralytics import YOLO
+
+    from pipeline.accel.yolo import _openvino_folder
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.segment import Segmenter, _from_results, _to_detections
+
+    runner = Segmenter(ModelRef(str(weights)), "int8", "openvino", None, image_size).model
+    assert isinstance(runner, OpenVINOSegmenter)
+    reference = YOLO(str(_openvino_folder(weights)), task="segment")
+    instances, ious = 0, []
+    for photo in photos:
+        ours = _to_detections(runner.predict(photo.image, conf, 0.5, image_size, 20), runner.names, photo)
+        (result,) = reference.predict(photo.image, conf=conf, iou=0.5, imgsz=image_size, max_det=20, verbose=False)
+        theirs = _to_detections(_from_results(result), reference.names, photo)
+        assert [(d.label, round(d.score, 4)) for d in ours] == [(d.label, round(d.score, 4)) for d in theirs]
+        for a, b in zip(ours, theirs):
+            assert np.allclose(a.box, b.box, atol=0.05)
+            ious.append(_iou(a.mask, b.mask))
+        instances += len(ours)
+    return instances, ious
+
+
+def test_openvino_segmenter_gives_ultralytics_answers(seg_model, tmp_path, monkeypatch):
+    """Same instances, labels, scores and boxes as Ultralytics on the same copy; masks within resampling noise."""
+    from pipeline.decode import load_photo
+    from pipeline.hub import clear_cache
+
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    paths = []
+    for i, (w, h) in enumerate([(200, 120), (90, 200), (333, 257), (64, 64)]):
+        paths.append(tmp_path / f"{i}.png")
+        testing.photo(w, h, seed=i).save(paths[-1])
+    instances, ious = _same_answers(seg_model, [load_photo(p) for p in paths], 320, 0.01)
+    assert instances >= 4 and min(ious) >= 0.97
+    clear_cache()
+
+
+@pytest.mark.shared
+def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir, tmp_path, monkeypatch):
+    from pipeline.decode import load_photo
+    from pipeline.hub import clear_cache
+
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    clear_cache()
+    weights = shared_dir / "models" / "yolo11n-seg-vehicles" / "yolo11n-seg-vehicles.pt"
+    photos = [load_photo(p) for p in sorted((shared_dir / "data" / "web-whole-cars").glob("*.jpg"))[::46][:20]]
+    instances, ious = _same_answers(weights, photos, 640, 0.25)
+    assert instances >= 15 and min(ious) >= 0.97 and np.mean(ious) >= 0.995
+    clear_cache()
+
+
+def test_greedy_nms_is_torchvisions():
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+
+    from pipeline.accel.yolo_runtime import greedy_nms
+
+    rng = np.random.default_rng(0)
+    corners = rng.uniform(0, 100, (300, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 40, (300, 2)).astype(np.float32)], axis=1)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    for iou in (0.3, 0.5, 0.7):
+        expected = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
+        assert greedy_nms(boxes, scores, iou).tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize("model", ["car_imagenet_random", "damage_clip"])
+def test_pixel_spec_gives_the_processors_pixels(request, model):
+    """The spec written beside a classifier's copy reproduces transformers' preprocessing (ViT, CLIP)."""
+    from transformers import AutoProcessor
+
+    from pipeline.accel.pixels import PixelSpec, matches
+
+    processor = AutoProcessor.from_pretrained(request.getfixturevalue(model))
+    spec = PixelSpec.from_processor(getattr(processor, "image_processor", processor).to_dict())
+    assert spec is not None and matches(spec, processor)
+    photo = testing.photo(250, 170, seed=3)
+    expected = processor(images=[photo], return_tensors="pt")["pixel_values"].numpy()
+    assert np.abs(spec([photo]) - expected).mean() < 0.01
+
+
+@pytest.mark.shared
+def test_pixel_spec_gives_timms_pixels(shared_dir):
+    """The shared EfficientNet-Lite0 (a timm model: resize to 256, centre crop 224) and its processor."""
+    from transformers import AutoImageProcessor
+
+    from pipeline.accel.pixels import PixelSpec, matches
+
+    processor = AutoImageProcessor.from_pretrained(shared_dir / "models" / "imagenet-efficientnet-lite0")
+    spec = PixelSpec.from_processor(processor.to_dict())
+    assert spec is not None and spec.crop == (224, 224) and matches(spec, processor)
+
+
+def test_processor_settings_it_cannot_follow_are_refused():
+    from pipeline.accel.pixels import PixelSpec
+
+    vit = {"do_resize": True, "size": {"height": 32, "width": 32}, "resample": 2, "image_mean": [0.5] * 3}
+    assert PixelSpec.from_processor(vit) is not None
+    assert PixelSpec.from_processor(vit | {"do_pad": True}) is None
+    assert PixelSpec.from_processor(vit | {"some_new_step": True}) is None
+    assert PixelSpec.from_processor(vit | {"size": {"longest_edge": 32}}) is None
+
+
+_RUN = """
+import json, sys
+from pipeline import Settings, analyze, load_models
+from pipeline.testing import photo
+settings = Settings.from_env().with_models(precision="auto", seg_backend="auto", seg_image_size=320)
+assert not any(load_models(settings).values())
+result = analyze(photo(200, 150, seed=1), settings)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "ultralytics", "torchvision"})
+print(json.dumps({"heavy": heavy, "car": result.car.score, "damage": result.damage.score,
+                  "masks": [d.label for d in result.detections]}))
+"""
+
+
+@pytest.mark.parametrize("damage", ["damage_yes", "damage_clip"])
+def test_warm_start_imports_no_pytorch(request, car_imagenet_random, seg_model, damage, tmp_path):
+    """The first start builds the OpenVINO copies; the next one answers the same without importing PyTorch,
+    transformers or Ultralytics (they were most of a cold start)."""
+    env = os.environ | {
+        "CAR_DAMAGE_CACHE": str(tmp_path / "cache"),
+        "CAR_MODEL": str(car_imagenet_random),
+        "DAMAGE_MODEL": str(request.getfixturevalue(damage)),
+        "SEG_MODEL": str(seg_model),
+    }
+
+    def start() -> dict:
+        out = subprocess.run([sys.executable, "-c", _RUN], env=env, cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first, warm = start(), start()
+    assert first["heavy"], "the first start converts the models with PyTorch"
+    assert warm["heavy"] == []
+    assert warm["car"] == pytest.approx(first["car"], abs=1e-5)
+    assert warm["damage"] == pytest.approx(first["damage"], abs=1e-5)
+    assert warm["masks"] == first["masks"]
