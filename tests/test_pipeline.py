@@ -425,7 +425,7 @@ def test_onnx_segmenter(settings_factory, seg_model, tmp_path):
     assert [d.label for d in result.detections] == [d.label for d in exact.detections]
 
 
-def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog):
+def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog, tmp_path):
     from pipeline.accel import yolo
     from pipeline.hub import clear_cache
 
@@ -433,6 +433,7 @@ def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeyp
         raise RuntimeError("unsupported layer")
 
     monkeypatch.setattr(yolo, "_openvino_copy", broken)
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))  # an export cached by another test is used
     clear_cache()
     result = analyze(testing.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
     assert result.detections
