@@ -90,6 +90,7 @@ def test_greedy_nms_is_torchvisions():
     for iou in (0.3, 0.5, 0.7):
         expected = torchvision.ops.nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
         assert greedy_nms(boxes, scores, iou).tolist() == expected.tolist()
+        assert greedy_nms(boxes, scores, iou, limit=7).tolist() == expected[:7].tolist()
 
 
 @pytest.mark.parametrize("model", ["car_imagenet_random", "damage_clip"])

@@ -1,7 +1,8 @@
 """How a model runs fast: the precision for this CPU, OpenVINO / int8 copies, and the on-disk cache they live in.
 
-Stage modules hand their PyTorch model (or weights file) here and get back something with the same interface.
-Everything here is optional: any failure falls back to PyTorch or f32 OpenVINO, with a warning.
+Stage modules hand how to load their model (or its weights file) here and get back something to call. Cached copies
+run on OpenVINO alone (``pixels``, ``yolo_runtime``): a warm start imports neither PyTorch, transformers nor
+Ultralytics. Everything here is optional: any failure falls back to PyTorch or f32 OpenVINO, with a warning.
 """
 
 from .cache import build_once, cache_dir, cached_arrays

@@ -137,16 +137,18 @@ def _nms(prediction: np.ndarray, classes: int, conf: float, iou: float, max_det:
     boxes = np.concatenate([xy - wh, xy + wh], axis=1)
     labels = scores.argmax(axis=1).astype(np.float32)
     table = np.concatenate([boxes, best[:, None], labels[:, None], rows[:, 4 + classes :]], axis=1)
-    keep = greedy_nms(boxes + labels[:, None] * CLASS_OFFSET, best, iou)[:max_det]
+    keep = greedy_nms(boxes + labels[:, None] * CLASS_OFFSET, best, iou, max_det)
     return table[keep]
 
 
-def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """torchvision.ops.nms: highest score first, dropping boxes that overlap a kept one by more than ``iou``."""
+def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | None = None) -> np.ndarray:
+    """torchvision.ops.nms: highest score first, dropping boxes that overlap a kept one by more than ``iou``; the
+    first ``limit`` kept (greedy order makes them the same, and stopping there keeps a model that scores thousands of
+    anchors over the threshold from costing a quadratic loop)."""
     order = np.argsort(-scores, kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep = []
-    while order.size:
+    while order.size and (limit is None or len(keep) < limit):
         first, rest = order[0], order[1:]
         keep.append(first)
         top_left = np.maximum(boxes[first, :2], boxes[rest, :2])
