@@ -34,7 +34,9 @@ class Segmenter(Stage):
         super().__init__(ref)
         self.role, self.precision, self.image_size = role, precision, image_size
         self.backend = choose_backend(backend, precision)
-        # Photos for a static int8 copy (OpenVINO, precision int8), calibrated at the letterbox size it runs at.
+        # Photos for a static int8 copy (OpenVINO, precision "int8" asked by name), calibrated at the letterbox size
+        # it runs at. Not what "auto" picks: on trained segmenters it loses and adds instances near the threshold
+        # (docs/performance.md), where the f32 copy gives PyTorch's answers.
         self.calibration = calibration if self.backend == "openvino" else None
 
     @property
@@ -43,7 +45,7 @@ class Segmenter(Stage):
         return variant + (f":{self.calibration}@{self.image_size}" if self._calibrated() else "")
 
     def _calibrated(self) -> bool:
-        return self.calibration is not None and resolve_precision(self.precision) == "int8"
+        return self.calibration is not None and self.precision == "int8"
 
     @property
     def class_names(self) -> dict[int, str]:
