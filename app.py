@@ -607,7 +607,7 @@ LAUNCH_OPTIONS: dict[str, Any] = {
 
 def space_settings(profile: str | None = None) -> pipeline.Settings:
     """The profile's or the env vars' settings; when neither names calibration photos, the examples (real photos
-    of damaged cars, like the uploads) calibrate the int8 segmenter, which runs where int8 is the precision."""
+    of damaged cars, like the uploads) calibrate the int8 segmenter, which runs when the precision is int8 by name."""
     settings = pipeline.Settings.from_env(profile)
     if settings.models.calibration_photos is None and find_examples([EXAMPLES_DIR]):
         settings = settings.with_models(calibration_photos=EXAMPLES_DIR.resolve())

@@ -37,3 +37,19 @@ def test_compact_masks_expand_to_the_original_size():
     full = crop.to_array()
     assert full.shape == (40, 60) and full.sum() == 4 * 5 * 8 and full[10:20, 24:40].all()
     assert crop.area_fraction == 40 / 600
+
+
+def test_interleaved_latency_measures_both_sides_on_the_same_photos(settings_factory):
+    """The bench's drift-proof ratios: both sides timed alternately on every photo, the ratio from their p50s."""
+    from dataclasses import replace
+
+    from bench.__main__ import _interleaved
+    from pipeline import testing
+
+    photos = [testing.photo(96, 64, seed=s) for s in range(3)]
+    fast = replace(settings_factory(), batch_size=2)
+    figures = _interleaved(fast, replace(settings_factory(), batch_size=1), photos)
+    assert set(figures) >= {"p50_ms_single_fast", "p50_ms_single_naive", "speedup_batch_vs_naive"}
+    assert figures["speedup_single_vs_naive"] == round(
+        figures["p50_ms_single_naive"] / figures["p50_ms_single_fast"], 2
+    )

@@ -473,7 +473,7 @@ def test_int8_segmenter_keeps_a_trained_models_answers(shared_dir, tmp_path, mon
     """The int8 path's promise, on a trained segmenter (the shared YOLO11n-seg vehicles checkpoint) and 40 real
     car photos, calibrated on 16 others of the same sets: the same verdicts (anything found or not), matched masks
     of nearly the same shape, few instances lost or added. Measured over 8 photo/calibration seeds on this path
-    (docs/performance.md): mean matched IoU 0.983-0.990, 0-3 instances of ~42 unmatched on either side a seed,
+    (docs/reliability.md): mean matched IoU 0.983-0.990, 0-3 instances of ~42 unmatched on either side a seed,
     38-40 of 40 verdicts; the bounds leave that margin for other CPU makes."""
     pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
     import random
