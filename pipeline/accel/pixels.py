@@ -19,8 +19,6 @@ from PIL import Image
 
 SPEC_FILE = "pixels.json"
 _TIMM_RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}
-# transformers settings that change nothing when false / empty; any other setting we do not implement refuses.
-_OFF_WHEN_FALSY = {"do_pad", "include_top", "rescale_offset", "do_reduce_labels", "do_flip_channel_order", "crop_pct"}
 _METADATA = {
     "image_processor_type", "processor_class", "_processor_class", "do_convert_rgb", "input_data_format",
     "data_format", "return_tensors", "device", "disable_grouping", "default_to_square",
@@ -43,8 +41,9 @@ class PixelSpec:
         """From an image processor's ``to_dict()``; None when it does something this spec cannot."""
         if "data_config" in settings:
             return _from_timm(settings["data_config"])
+        # Any other setting that is on (do_pad, include_top, crop_pct, ...) is a step this spec does not take.
         unknown = {k for k, v in settings.items() if k not in _KNOWN and k not in _METADATA and v}
-        if unknown - {k for k in _OFF_WHEN_FALSY if not settings.get(k)} or not settings.get("do_resize", True):
+        if unknown or not settings.get("do_resize", True):
             return None
         size = settings.get("size") or {}
         crop = settings.get("crop_size") if settings.get("do_center_crop") else None
