@@ -46,7 +46,9 @@ def resolve_precision(precision: str) -> str:
 
     - AMX (bf16 matrix tiles): bf16.
     - VNNI without AMX: int8 linear layers in the classifiers; bf16 there is emulated and slower than fp32.
-    - otherwise: fp32.
+    - otherwise: fp32 (the classifiers on their f32 OpenVINO copies, ``classifiers.openvino_kind``).
+
+    The segmenter stays f32 under 'auto' on every CPU: its static int8 copy is opt-in (``Segmenter``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
