@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 
 from pipeline import testing
+from pipeline.accel.precision import cpu_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -63,7 +64,7 @@ def machine() -> dict[str, object]:
     import torch
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    flags = cpu_flags() or frozenset()
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
     return {
         "cpu": model or platform.processor() or platform.machine(),

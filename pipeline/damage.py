@@ -3,7 +3,6 @@ CLIP-style model, or (the grade) from a separate severity classifier."""
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,7 +109,7 @@ class ZeroShotClassifier:
 
             return AutoProcessor.from_pretrained(folder)
 
-        loaders = Loaders(functools.cache(model), functools.cache(processor))
+        loaders = Loaders(model, processor)
         classes = cached_arrays(folder, "clip-classes", PROMPT_SETS, lambda: _class_embeddings(loaders))
         features = image_forward(folder, _image_features, precision, loaders)
         return cls(features, classes["embeddings"].astype(np.float32), float(classes["scale"]))

@@ -53,8 +53,9 @@ class Segmenter(Stage):
 
     def _load(self):
         path = resolve_file(self.role, self.ref)
-        if self.backend == "openvino" and path.suffix == ".pt":
-            calibration = (self.calibration, self.image_size) if self._calibrated() else None
+        on_copy = self.backend == "openvino" and path.suffix == ".pt"
+        calibration = (self.calibration, self.image_size) if self._calibrated() else None
+        if on_copy:
             cached = cached_openvino(path, resolve_precision(self.precision), calibration)
             if cached is not None:  # a warm start: neither Ultralytics nor PyTorch is imported
                 return cached
@@ -65,8 +66,7 @@ class Segmenter(Stage):
             raise load_error(self.role, self.ref, exc) from exc
         if model.task != "segment":
             raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
-        if self.backend == "openvino" and path.suffix == ".pt":
-            calibration = (self.calibration, self.image_size) if self._calibrated() else None
+        if on_copy:
             return on_openvino(model, path, resolve_precision(self.precision), calibration)
         return model
 

@@ -9,6 +9,7 @@ neither PyTorch nor transformers. Any failure falls back to PyTorch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -38,10 +39,15 @@ ImagesToArray = Callable[[Sequence[Image.Image]], np.ndarray]
 
 @dataclass(frozen=True)
 class Loaders:
-    """How to build a classifier from its folder; called only when the cache cannot serve it."""
+    """How to build a classifier from its folder; called only when the cache cannot serve it, and each at most
+    once (the conversion, the pixels without a spec, a PyTorch fallback and CLIP's text side share them)."""
 
     model: Callable[[], Any]  # the PyTorch model
     processor: Callable[[], Any]  # transformers' processor: processor(images=..., return_tensors="pt")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", functools.cache(self.model))
+        object.__setattr__(self, "processor", functools.cache(self.processor))
 
 
 def image_forward(folder: Path, head: Head, precision: str, loaders: Loaders) -> ImagesToArray:
@@ -157,7 +163,9 @@ def _head_module(model, head: Head):
     return HeadModule()
 
 
-def compile_model(xml: Path, precision_hint: str = "f32", dynamic_quantization: bool = False):
+def compile_model(
+    xml: Path, precision_hint: str = "f32", dynamic_quantization: bool = False, performance_hint: str | None = None
+):
     """An OpenVINO CPU model at an explicit precision: OpenVINO would pick bf16 on any CPU with AVX512-BF16,
     where it is emulated and slower than f32 unless the CPU also has AMX."""
     import openvino as ov
@@ -165,6 +173,8 @@ def compile_model(xml: Path, precision_hint: str = "f32", dynamic_quantization: 
     config = {"INFERENCE_PRECISION_HINT": precision_hint} | thread_config()
     if dynamic_quantization:
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
+    if performance_hint:
+        config["PERFORMANCE_HINT"] = performance_hint
     core = ov.Core()
     return core.compile_model(core.read_model(str(xml)), "CPU", config)
 

@@ -14,7 +14,7 @@ _CPU_FLAGS = {"vnni": ("avx512_vnni", "avx_vnni"), "amx_tile": ("amx_tile",)}
 
 
 def cpu_supports(feature: str) -> bool:
-    flags = _cpu_flags()
+    flags = cpu_flags()
     if flags is None:  # not Linux: ask torch
         import torch
 
@@ -23,7 +23,8 @@ def cpu_supports(feature: str) -> bool:
 
 
 @functools.cache
-def _cpu_flags() -> frozenset[str] | None:
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo; None where there is none (not Linux)."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
         return None

@@ -17,7 +17,7 @@ from ..formats import list_photos
 from .cache import build_once, cache_dir, file_digest, fingerprint
 from .classifiers import one_line, quiet_nncf, thread_config
 from .precision import cuda_available
-from .yolo_runtime import OpenVINOSegmenter
+from .yolo_runtime import OpenVINOSegmenter, letterboxed
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +55,15 @@ def cached_openvino(weights: Path, precision: str, calibration: tuple[Path, int]
     if final is None or not (final / "metadata.yaml").is_file():
         return None
     try:
-        return OpenVINOSegmenter.load(final, _compile_config(precision))
+        return OpenVINOSegmenter.load(final, precision_hint(precision))
     except Exception as exc:
         logger.warning("cached OpenVINO copy %s does not load (%s)", final.name, one_line(exc))
         return None
 
 
-def _compile_config(precision: str) -> dict[str, str]:
-    return {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"} | thread_config()
+def precision_hint(precision: str) -> str:
+    """OpenVINO's inference precision for a resolved precision: int8 copies carry their own int8, the rest is f32."""
+    return "bf16" if precision == "bf16" else "f32"
 
 
 def on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, int] | None = None):
@@ -82,7 +83,7 @@ def on_openvino(model, weights: Path, precision: str, calibration: tuple[Path, i
             logger.warning("int8 calibration of %s failed (%s); using f32 OpenVINO", weights.name, one_line(exc))
     for folder in candidates:
         try:
-            runner = OpenVINOSegmenter.load(folder, _compile_config(precision))
+            runner = OpenVINOSegmenter.load(folder, precision_hint(precision))
             if runner is not None:
                 return runner
             with quiet_ultralytics():
@@ -129,7 +130,7 @@ def _int8_copy(exported: Path, photos: Path, image_size: int) -> Path:
     def inputs() -> list[np.ndarray]:
         from ..decode import load_photo
 
-        return [_letterboxed(load_photo(f).image, image_size) for f in files]
+        return [letterboxed(load_photo(f).image, image_size)[1] for f in files]
 
     return build_once(final, lambda staging: _quantize(exported, inputs, staging), "metadata.yaml")
 
@@ -138,14 +139,6 @@ def calibration_files(folder: Path, limit: int = 32) -> list[Path]:
     """Up to ``limit`` photos spread evenly over a folder (sorted, recursive)."""
     files = list_photos(folder)
     return files[:: max(1, len(files) // limit)][:limit]
-
-
-def _letterboxed(image, image_size: int) -> np.ndarray:
-    """The network input Ultralytics makes of a photo: rectangular letterbox, RGB, NCHW float32 in [0, 1]."""
-    from ultralytics.data.augment import LetterBox
-
-    boxed = LetterBox((image_size, image_size), auto=True, stride=32)(image=np.asarray(image)[:, :, ::-1])
-    return np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
 
 
 def _quantize(exported: Path, inputs: Callable[[], Sequence[np.ndarray]], staging: Path) -> Path:
@@ -210,8 +203,8 @@ def _pin_openvino_precision(model, exported: Path, precision: str) -> None:
     compiled = getattr(backend, "ov_compiled_model", None)
     if compile_model is None or compiled is None:  # another Ultralytics layout: keep its defaults
         return
-    hint = "bf16" if precision == "bf16" else "f32"
-    config = dict(compile_model.keywords.get("config") or {}) | {"INFERENCE_PRECISION_HINT": hint} | thread_config()
+    config = dict(compile_model.keywords.get("config") or {}) | {"INFERENCE_PRECISION_HINT": precision_hint(precision)}
+    config |= thread_config()
     compile_model.keywords["config"] = config
     xml = next(exported.glob("*.xml"))
     backend.ov_compiled_model = compile_model(compile_model.func.__self__.read_model(str(xml)))

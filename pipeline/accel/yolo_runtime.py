@@ -73,6 +73,13 @@ class Letterbox:
         return inner > 0.5
 
 
+def letterboxed(image: Image.Image, image_size: int, stride: int = 32) -> tuple[Letterbox, np.ndarray]:
+    """A photo as the network sees it (also what the int8 copy is calibrated on), and the letterbox's geometry."""
+    rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
+    box = Letterbox.fit(rgb.shape[:2], image_size, stride)
+    return box, box.network_input(rgb)
+
+
 @dataclass(frozen=True, eq=False)
 class Instances:
     """What a segmenter found in one image, best first: boxes in the image's pixels, masks one by one."""
@@ -93,28 +100,26 @@ class OpenVINOSegmenter:
         self.compiled, self.names, self.stride = compiled, names, stride
 
     @classmethod
-    def load(cls, folder: Path, config: dict[str, str]) -> OpenVINOSegmenter | None:
-        """The copy compiled with ``config``; None when it is not a plain dynamic-shape segmentation export (an
-        end-to-end head or fixed shapes: Ultralytics runs those)."""
-        import openvino as ov
+    def load(cls, folder: Path, precision_hint: str) -> OpenVINOSegmenter | None:
+        """The copy compiled at ``precision_hint`` for latency, as Ultralytics compiles it; None when it is not a
+        plain dynamic-shape segmentation export (an end-to-end head or fixed shapes: Ultralytics runs those)."""
         import yaml
+
+        from .classifiers import compile_model
 
         meta = yaml.safe_load((folder / "metadata.yaml").read_text())
         if meta.get("task") != "segment" or meta.get("end2end") or not (meta.get("args") or {}).get("dynamic"):
             return None
-        core = ov.Core()
-        model = core.read_model(str(next(folder.glob("*.xml"))))
-        if len(model.outputs) != 2:
+        compiled = compile_model(next(folder.glob("*.xml")), precision_hint, performance_hint="LATENCY")
+        if len(compiled.outputs) != 2:
             return None
-        compiled = core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "LATENCY"} | config)
         names = {int(k): str(v) for k, v in meta["names"].items()}
         return cls(compiled, names, int(meta.get("stride", 32)))
 
     def predict(self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int) -> Instances:
-        rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-        box = Letterbox.fit(rgb.shape[:2], image_size, self.stride)
+        box, pixels = letterboxed(image, image_size, self.stride)
         request = self.compiled.create_infer_request()
-        request.infer({0: box.network_input(rgb)})
+        request.infer({0: pixels})
         outputs = [request.get_output_tensor(i).data for i in range(2)]
         prediction, protos = sorted(outputs, key=lambda a: a.ndim)  # (1, 4+nc+nm, N), (1, nm, h, w)
         kept = _nms(prediction[0], len(self.names), conf, iou, max_det)
