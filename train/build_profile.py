@@ -69,6 +69,11 @@ class BuildArguments:
         default='{"close_mosaic": 2, "val": false}',
         metadata={"help": "JSON: Ultralytics training arguments of the damage segmenter"},
     )
+    parts_data: str = field(
+        default="yb",
+        metadata={"help": "yb: damaged-part polygons in yb's vocabulary; dsmlr: 18 parts of whole cars",
+                  "choices": ["yb", "dsmlr"]},
+    )  # fmt: skip
     part_imgsz: int = field(default=384)
     part_extra: str = field(default='{"close_mosaic": 2, "val": false}')
     calibration_photos: int = field(default=32, metadata={"help": "segmenter training photos kept for int8"})
@@ -77,6 +82,10 @@ class BuildArguments:
     clf_freeze_fraction: float = field(default=0.75, metadata={"help": "freeze the input-side backbone layers"})
     clf_epochs: int = field(default=8, metadata={"help": "upper bound; the time budget usually stops first"})
     seed: int = field(default=0)
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "a release folder (models/): continue training its models instead of the shared bases"},
+    )
     skip_segmenter: bool = field(default=False, metadata={"help": "reuse what is in --out"})
     skip_classifier: bool = field(default=False)
     skip_parts: bool = field(default=False)
@@ -141,7 +150,9 @@ def prepare_all(args: BuildArguments, shared: Path, work: Path) -> dict:
         "split": split,
         "classify": classify,
         "seg": seg,
-        "parts": build_data.prepare_part_data(shared, split, work),
+        "parts": (build_data.prepare_yb_part_data if args.parts_data == "yb" else build_data.prepare_part_data)(
+            shared, split, work
+        ),
         "yb": build_data.prepare_yb_held_out(shared, split, work),
         "combine": prepare_combination_folder(classify, work),
         "counts": {
@@ -169,8 +180,9 @@ def train_image_classifier(
         output_dir=str(run_dir), learning_rate=args.clf_learning_rate, num_train_epochs=args.clf_epochs,
         eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed,
     )  # fmt: skip
+    base = start_of(args, "damage-classifier", Path(args.shared).resolve() / CAR_MODEL)
     train_classifier(
-        ModelArguments(str(Path(args.shared).resolve() / CAR_MODEL), freeze_fraction=args.clf_freeze_fraction),
+        ModelArguments(str(base), freeze_fraction=args.clf_freeze_fraction),
         DataArguments(
             train_dir=str(classify / "train"),
             validation_dir=str(classify / "dev"),
@@ -189,13 +201,34 @@ def train_image_classifier(
     return target
 
 
-def train_yolo(args: BuildArguments, data_yaml: Path, target: Path, imgsz: int, minutes: float, extra: str) -> Path:
+def start_of(args: BuildArguments, release_folder: str, base: Path) -> Path:
+    """Where a model's training starts: the release's model when resuming (its weights, its classes), else the
+    shared base."""
+    if not args.resume:
+        return base
+    folder = Path(args.resume).resolve() / release_folder
+    weights = folder / "model.pt"
+    return weights if weights.is_file() else folder
+
+
+def resumed_extra(args: BuildArguments, extra: str) -> str:
+    """A resumed run warms up for one epoch, not Ultralytics' three: the weights are trained already."""
+    options = json.loads(extra) if extra else {}
+    if args.resume:
+        options.setdefault("warmup_epochs", 1)
+    return json.dumps(options)
+
+
+def train_yolo(
+    args: BuildArguments, data_yaml: Path, target: Path, imgsz: int, minutes: float, extra: str, release_folder: str
+) -> Path:
     from train.train_segmenter import SegmenterArguments, train_segmenter
 
+    base = start_of(args, release_folder, Path(args.shared).resolve() / SEG_BASE)
     return train_segmenter(
         SegmenterArguments(
-            data=str(data_yaml), model=str(Path(args.shared).resolve() / SEG_BASE), output_dir=str(target),
-            minutes=minutes, imgsz=imgsz, patience=100, seed=args.seed, extra=extra,
+            data=str(data_yaml), model=str(base), output_dir=str(target), minutes=minutes, imgsz=imgsz,
+            patience=100, seed=args.seed, extra=resumed_extra(args, extra),
         )
     )  # fmt: skip
 
@@ -257,12 +290,15 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
     models["segmenter"] = "segmenter/best.pt"
     if not args.skip_segmenter:
         seg_minutes = args.minutes * args.seg_share
-        train_yolo(args, data["seg"].data_yaml, out / "segmenter", args.seg_imgsz, seg_minutes, args.seg_extra)
+        train_yolo(
+            args, data["seg"].data_yaml, out / "segmenter", args.seg_imgsz, seg_minutes, args.seg_extra,
+            "damage-segmenter",
+        )  # fmt: skip
         lap("train_segmenter")
     models["parts"] = "parts/best.pt"
     if not args.skip_parts:
         part_minutes = args.minutes * args.parts_share
-        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra)
+        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra, "part-segmenter")
         lap("train_parts")
     return models
 
@@ -276,6 +312,39 @@ def copy_calibration_photos(seg_data_yaml: Path, out: Path, count: int, seed: in
     for path in random.Random(seed).sample(photos, min(count, len(photos))):
         shutil.copy2(path, target / path.name)
     return target
+
+
+def epochs_trained(out: Path) -> dict[str, float]:
+    """Release folder -> the epochs this run trained it (from each training's summary)."""
+    summaries = {"damage-classifier": "damage-classifier", "damage-segmenter": "segmenter", "part-segmenter": "parts"}
+    epochs = {}
+    for release_folder, folder in summaries.items():
+        path = out / folder / "train_summary.json"
+        if path.is_file():
+            epochs[release_folder] = json.loads(path.read_text(encoding="utf-8")).get("epochs") or 0
+    return epochs
+
+
+def machine_name() -> str:
+    """The CPU (or GPU) the run trained on, with the flags that change its speed."""
+    import platform
+
+    from pipeline.accel.precision import cpu_flags, cuda_available
+
+    if cuda_available():
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    flags = sorted((cpu_flags() or frozenset()) & {"avx512_vnni", "avx512_bf16", "amx_tile"})
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return f"{name or platform.processor()}, {len(os.sched_getaffinity(0))} cores, {' '.join(flags) or 'no VNNI/BF16'}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
 
 
 def build(args: BuildArguments) -> Path:
@@ -296,6 +365,8 @@ def build(args: BuildArguments) -> Path:
     profile = write_profile(out, shared / CAR_MODEL, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),
+        "epochs": epochs_trained(out),
+        "machine": machine_name(),
         "wall_time_s": laps.total(),
         "timings_s": laps.timings,
         "counts": data["counts"],
