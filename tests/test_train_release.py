@@ -32,6 +32,7 @@ def _tiny_build(root: Path) -> tuple[Path, Path]:
         summary = {"epochs": 3}
         (build / folder / "train_summary.json").write_text(json.dumps(summary))
     (build / "profile.toml").write_text(
+        f'[car]\nmodel = "{shared / CAR_MODEL}"\n\n'
         '[thresholds]\ncar = 0.01\ndamage = 0.5\nmask = 0.25\n\n[runtime]\nseg_image_size = 64\n'
         'part_image_size = 64\ndamage_rule = "noisy_or"\ncalibration_photos = "calibration"\n'
     )
@@ -42,12 +43,12 @@ def _tiny_build(root: Path) -> tuple[Path, Path]:
 
 
 def test_a_build_becomes_a_release_the_product_loads(tmp_path):
-    shared, build = _tiny_build(tmp_path)
+    _, build = _tiny_build(tmp_path)
     out = tmp_path / "models"
     curve = tmp_path / "training.md"
     curve.write_text("# Training\n")
-    profile = package(ReleaseArguments(build=str(build), shared=str(shared), out=str(out), curve=str(curve)))
-    package(ReleaseArguments(build=str(build), shared=str(shared), out=str(out), curve=str(curve)))  # a 2nd run
+    profile = package(ReleaseArguments(build=str(build), out=str(out), curve=str(curve)))
+    package(ReleaseArguments(build=str(build), out=str(out), curve=str(curve)))  # a second run
     rows = [line for line in curve.read_text().splitlines() if "| damage-segmenter |" in line]
     assert [row.split(" | ")[4] for row in rows] == ["3.0 / 3.0", "3.0 / 6.0"]  # the curve grows run by run
     settings = load_profile(profile)
@@ -150,3 +151,56 @@ def test_release_figures_score_the_clis_outputs(tmp_path):
     }
     masks = mask_figures(coco, staged)
     assert masks["mask_map50_lensor"] == pytest.approx(1.0) and masks["type_accuracy_lensor"] == 1.0
+
+
+def _tiny_work(root: Path) -> Path:
+    """A build's prepared folders in miniature: classifier folders and two YOLO-seg sets of random photos."""
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 3), ("dev", 1)):
+        for label in ("whole", "minor", "moderate", "severe", "damaged"):
+            for i in range(count):
+                path = root / "classify" / split / label / f"{label}{i}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(path)
+    seg = _yolo_data(root / "seg-src")
+    shutil.copytree(seg.parent, root / "damage-seg")
+    (root / "damage-seg" / "data.yaml").write_text(seg.read_text().replace(str(seg.parent), str(root / "damage-seg")))
+    shutil.copytree(seg.parent, root / "parts")
+    (root / "parts" / "data.yaml").write_text(seg.read_text().replace(str(seg.parent), str(root / "parts")))
+    return root
+
+
+def _tiny_release(root: Path) -> Path:
+    testing.vit_classifier(root / "car-check", testing.IMAGENET_STYLE_LABELS, favour="sports car")
+    testing.vit_classifier(root / "damage-classifier", GRADED, favour="minor")
+    for folder in ("damage-segmenter", "part-segmenter"):
+        (root / folder).mkdir()
+        shutil.copy(testing.yolo_seg(root / f"{folder}-random", ["dent", "scratch"]), root / folder / "model.pt")
+    (root / "profile.toml").write_text('[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 64\n')
+    return root
+
+
+def test_the_gpu_command_runs_end_to_end_on_cpu_with_a_tiny_compact_copy(tmp_path):
+    """prepare -> compact copy (relative links, travels as it is) -> the GPU command, here on CPU for one epoch
+    -> a build that train.release packages and the product loads."""
+    from train.build_profile import main
+    from train.compact import CompactArguments, make_compact
+
+    manifest = make_compact(CompactArguments(work=str(_tiny_work(tmp_path / "work")), out=str(tmp_path / "c")))
+    assert manifest["counts"] == {"classifier": 20, "segmenter": 2, "parts": 2}
+    moved = tmp_path / "elsewhere" / "compact"
+    shutil.copytree(tmp_path / "c", moved, symlinks=True)  # as the device call carries it
+    shutil.rmtree(tmp_path / "c")
+    release = _tiny_release(tmp_path / "models")
+    one_epoch = json.dumps({"time": None, "epochs": 1, "val": False, "batch": 2, "workers": 0, "cache": False})
+    main([
+        "--compact", str(moved), "--resume", str(release), "--out", str(tmp_path / "build"), "--minutes", "1",
+        "--seg_extra", one_epoch, "--part_extra", one_epoch, "--seg_imgsz", "64", "--part_imgsz", "64",
+        "--clf_epochs", "1",
+    ])  # fmt: skip
+    build = tmp_path / "build"
+    summary = json.loads((build / "build_summary.json").read_text())
+    assert summary["epochs"]["damage-segmenter"] == 1 and summary["epochs"]["damage-classifier"] > 0
+    profile = package(ReleaseArguments(build=str(build), out=str(tmp_path / "r"), curve=None))
+    settings = load_profile(profile).with_models(precision="fp32", seg_backend="torch")
+    assert pipeline.analyze(testing.photo(96, 64), settings).is_car

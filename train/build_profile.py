@@ -29,6 +29,7 @@ from pathlib import Path
 
 from train import build_data
 from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
+from train.compact import compact_data
 from train.sources import GRADES
 
 # ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
@@ -86,6 +87,12 @@ class BuildArguments:
         default=None,
         metadata={"help": "a release folder (models/): continue training its models instead of the shared bases"},
     )
+    compact: str | None = field(
+        default=None,
+        metadata={"help": "train from a compact copy (python -m train.compact) instead of ../shared: no held-out "
+                  "photos there, so no evaluation; the thresholds stay the resumed release's"},
+    )  # fmt: skip
+    prepare_only: bool = field(default=False, metadata={"help": "write the prepared folders (work/) and stop"})
     skip_segmenter: bool = field(default=False, metadata={"help": "reuse what is in --out"})
     skip_classifier: bool = field(default=False)
     skip_parts: bool = field(default=False)
@@ -176,9 +183,12 @@ def train_image_classifier(
     folder_map, labels = build_data.FOLDER_MAPS[kind]
     run_dir = work / f"{target.name}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
+    from pipeline.accel.precision import cuda_available
+
+    gpu = {"dataloader_num_workers": 8, "bf16": True} if cuda_available() else {}  # feed a GPU from 16 cores
     training_args = default_training_arguments(
         output_dir=str(run_dir), learning_rate=args.clf_learning_rate, num_train_epochs=args.clf_epochs,
-        eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed,
+        eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed, **gpu,
     )  # fmt: skip
     base = start_of(args, "damage-classifier", Path(args.shared).resolve() / CAR_MODEL)
     train_classifier(
@@ -212,10 +222,16 @@ def start_of(args: BuildArguments, release_folder: str, base: Path) -> Path:
 
 
 def resumed_extra(args: BuildArguments, extra: str) -> str:
-    """A resumed run warms up for one epoch, not Ultralytics' three: the weights are trained already."""
+    """A resumed run warms up for one epoch, not Ultralytics' three: the weights are trained already. On a GPU,
+    larger batches and data-loading workers (its machine has the cores to feed it)."""
+    from pipeline.accel.precision import cuda_available
+
     options = json.loads(extra) if extra else {}
     if args.resume:
         options.setdefault("warmup_epochs", 1)
+    if cuda_available():
+        options.setdefault("batch", 32)
+        options.setdefault("workers", 8)
     return json.dumps(options)
 
 
@@ -347,29 +363,50 @@ def _cpuinfo() -> list[str]:
         return []
 
 
-def build(args: BuildArguments) -> Path:
-    offline_env()
+def carried_thresholds(args: BuildArguments) -> dict:
+    """A build without held-out photos (a compact copy) keeps the resumed release's thresholds and runtime; they
+    are measured again where the photos are (a later build with every --skip_*, then train.release_eval)."""
+    import tomllib
+
+    profile = Path(args.resume or "") / "profile.toml"
+    data = tomllib.loads(profile.read_text(encoding="utf-8")) if args.resume and profile.is_file() else {}
+    return {"thresholds": data.get("thresholds", {}), "runtime": data.get("runtime", {}), "headline": {}}
+
+
+def evaluated_thresholds(args: BuildArguments, data: dict, shared: Path, out: Path, models: dict, laps) -> dict:
     from train.build_eval import evaluate_build
 
-    laps = Laps()
-    shared, out = Path(args.shared).resolve(), Path(args.out).resolve()
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    data = prepare_all(args, shared, work)
-    laps("prepare")
-    models = train_models(args, data, work, out, laps)
     results = evaluate_build(args, data, shared, out, models, laps)
     results["runtime"]["calibration_photos"] = copy_calibration_photos(
         data["seg"].data_yaml, out, args.calibration_photos, args.seed
     ).name
-    profile = write_profile(out, shared / CAR_MODEL, models, results["thresholds"], results["runtime"])
+    return results
+
+
+def build(args: BuildArguments) -> Path:
+    offline_env()
+    laps = Laps()
+    shared, out = Path(args.shared).resolve(), Path(args.out).resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    data = compact_data(Path(args.compact)) if args.compact else prepare_all(args, shared, work)
+    laps("prepare")
+    if args.prepare_only:
+        return work
+    models = train_models(args, data, work, out, laps)
+    if args.compact:
+        results = carried_thresholds(args)
+        car = Path(args.resume).resolve() / "car-check" if args.resume else shared / CAR_MODEL
+    else:
+        results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
+    profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),
         "epochs": epochs_trained(out),
         "machine": machine_name(),
         "wall_time_s": laps.total(),
         "timings_s": laps.timings,
-        "counts": data["counts"],
+        "counts": data.get("counts", {}),
         **results["headline"],
         "profile": str(profile),
     }

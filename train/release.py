@@ -2,7 +2,7 @@
 config, model card), ``profile.toml`` naming them with their sha256, and ``training_state.json``, what the next
 training run continues from (``python -m train.build_profile --resume``).
 
-    python -m train.release --build BUILD_DIR --shared ../shared --out models [--evaluation release_eval.json]
+    python -m train.release --build BUILD_DIR --out models [--evaluation release_eval.json]
 
 packages a build of ``train.build_profile`` (its ``profile.toml``, model folders and ``build_summary.json``).
 Photos never go into the release: the int8 segmenter calibrates on ``examples/`` when the profile names none.
@@ -16,8 +16,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from train.common import CAR_MODEL
 
 # Release folder -> how it is made. Names are the roles' names in the product, not the build's.
 CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER = (
@@ -134,9 +132,9 @@ def weights_of(model: ReleaseModel, out: Path) -> Path:
     return folder / (YOLO_WEIGHTS if model.pipeline_tag == "image-segmentation" else "model.safetensors")
 
 
-def copy_model(model: ReleaseModel, build: Path, shared: Path, out: Path) -> Path:
-    if not model.build_path:
-        return copy_transformers_folder(shared / CAR_MODEL, out / model.folder)
+def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path) -> Path:
+    if not model.build_path:  # the car model the build's profile names (shared ImageNet, or a release's copy)
+        return copy_transformers_folder((build / build_profile["car"]["model"]).resolve(), out / model.folder)
     src = build / model.build_path
     if model.pipeline_tag == "image-segmentation":
         return copy_yolo_weights(src, out / model.folder)
@@ -234,7 +232,6 @@ def append_learning_curve(doc: Path, state: dict, evaluation: dict) -> None:
 @dataclass
 class ReleaseArguments:
     build: str = field(metadata={"help": "a train.build_profile output folder"})
-    shared: str = field(default="../shared")
     out: str = field(default="models")
     evaluation: str | None = field(default=None, metadata={"help": "train.release_eval's JSON, for the cards"})
     curve: str | None = field(default="docs/training.md", metadata={"help": "the learning curve to append to"})
@@ -245,10 +242,11 @@ def package(args: ReleaseArguments) -> Path:
     from pipeline.hub import file_sha256
     from train.release_cards import write_cards
 
-    build, shared, out = Path(args.build), Path(args.shared), Path(args.out)
+    build, out = Path(args.build), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    digests = {m.folder: file_sha256(copy_model(m, build, shared, out)) for m in RELEASE}
-    profile = write_release_profile(out, read_build_profile(build), digests)
+    build_profile = read_build_profile(build)
+    digests = {m.folder: file_sha256(copy_model(m, build, build_profile, out)) for m in RELEASE}
+    profile = write_release_profile(out, build_profile, digests)
     summary = json.loads((build / "build_summary.json").read_text(encoding="utf-8"))
     state_path = out / STATE_FILE
     previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}

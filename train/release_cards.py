@@ -11,7 +11,7 @@ from train.release import DATASETS, RELEASE, ReleaseModel
 TRAIN_COMMAND = (
     "python -m train.build_profile --shared ../shared --out BUILD --resume models  # (the first run: no --resume)\n"
     "python -m train.release_eval --shared ../shared --work BUILD/work --profile BUILD/profile.toml --out eval.json\n"
-    "python -m train.release --build BUILD --shared ../shared --out models --evaluation eval.json"
+    "python -m train.release --build BUILD --out models --evaluation eval.json"
 )
 # What each figure of the release evaluation means (all on held-out photos, through `python -m pipeline`).
 FIGURE_NAMES = {
