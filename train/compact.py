@@ -60,7 +60,7 @@ def _save_small(source: Path, target: Path, side: int, shortest: bool, quality: 
         if scale < 1:
             image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
                                  Image.LANCZOS)  # fmt: skip
-        image.save(target, "WEBP", quality=quality, method=6)
+        image.save(target, "WEBP", quality=quality, method=4)
 
 
 def link(target: Path, link_path: Path) -> None:

@@ -65,7 +65,8 @@ def held_out_photos(shared: Path, split: HeldOutSplit, per_kind: int, seed: int 
         kinds[kind] = rng.sample(photos, min(per_kind, len(photos)))
     imagenet = imagenet_classes(Path(shared) / "data" / "imagenet-sample")
     kinds[IMAGENET_CAR] = [Photo(IMAGENET_CAR, p) for p, name in imagenet.items() if is_car_class(name)]
-    kinds[NOT_CAR] = [Photo(NOT_CAR, p) for p, name in imagenet.items() if not is_vehicle_like(name)]
+    not_car = [Photo(NOT_CAR, p) for p, name in imagenet.items() if not is_vehicle_like(name)]
+    kinds[NOT_CAR] = rng.sample(not_car, min(per_kind, len(not_car)))
     return kinds
 
 
@@ -87,7 +88,8 @@ def run_cli(photos: Path, out: Path, profile: str | None) -> tuple[list[dict], d
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "pipeline", str(photos), "--out", str(out)]
     command += ["--models", profile] if profile else []
-    subprocess.run(command, check=False, stdout=subprocess.DEVNULL)
+    with (out.parent / "cli.log").open("w", encoding="utf-8") as log:  # its progress and any error lines
+        subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=log)
     with (out / "report.csv").open(encoding="utf-8") as stream:
         rows = list(csv.DictReader(stream))
     return rows, json.loads((out / "predictions.json").read_text(encoding="utf-8"))

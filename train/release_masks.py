@@ -70,15 +70,15 @@ def map50(truth: dict, found: list[dict]) -> float | None:
 
     if not truth["annotations"]:
         return None
-    gt = COCO()
-    gt.dataset = truth
-    gt.createIndex()
     if not found:
         return 0.0
-    dt = gt.loadRes([dict(f) for f in found])
-    evaluation = COCOeval(gt, dt, "segm")
-    evaluation.params.imgIds = [image["id"] for image in truth["images"]]
-    with contextlib.redirect_stdout(io.StringIO()):  # its table of every area range and IoU: not ours to print
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools' progress and tables: not ours to print
+        gt = COCO()
+        gt.dataset = truth
+        gt.createIndex()
+        dt = gt.loadRes([dict(f) for f in found])
+        evaluation = COCOeval(gt, dt, "segm")
+        evaluation.params.imgIds = [image["id"] for image in truth["images"]]
         evaluation.evaluate()
         evaluation.accumulate()
         evaluation.summarize()
