@@ -204,3 +204,19 @@ def test_the_gpu_command_runs_end_to_end_on_cpu_with_a_tiny_compact_copy(tmp_pat
     profile = package(ReleaseArguments(build=str(build), out=str(tmp_path / "r"), curve=None))
     settings = load_profile(profile).with_models(precision="fp32", seg_backend="torch")
     assert pipeline.analyze(testing.photo(96, 64), settings).is_car
+
+
+def test_a_build_replaces_the_release_only_when_its_figures_improve(tmp_path):
+    _, build = _tiny_build(tmp_path)
+    out, worse, better = tmp_path / "models", tmp_path / "worse.json", tmp_path / "better.json"
+    worse.write_text(json.dumps({"mask_map50_nmpd": 0.2, "damaged_part_f1": 0.1}))
+    better.write_text(json.dumps({"mask_map50_nmpd": 0.3, "damaged_part_f1": 0.2}))
+    package(ReleaseArguments(build=str(build), out=str(out), evaluation=str(better), curve=None))
+    shipped = (out / "damage-segmenter" / "model.pt").read_bytes()
+    shutil.copy(testing.yolo_seg(tmp_path / "other", ["dent", "scratch"], first_class_bias=1.0),
+                build / "segmenter" / "best.pt")  # fmt: skip
+    package(ReleaseArguments(build=str(build), out=str(out), evaluation=str(worse), curve=None))
+    assert (out / "damage-segmenter" / "model.pt").read_bytes() == shipped  # kept: the new one scored worse
+    state = json.loads((out / "training_state.json").read_text())
+    assert [run["released"] for run in state["runs"]] == [True, False]
+    assert json.loads((out / "evaluation.json").read_text())["mask_map50_nmpd"] == 0.3

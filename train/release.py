@@ -24,6 +24,18 @@ CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER = (
 YOLO_WEIGHTS = "model.pt"
 STATE_FILE = "training_state.json"
 PROFILE_FILE = "profile.toml"
+EVALUATION_FILE = "evaluation.json"  # the shipped models' held-out figures (train.release_eval)
+# The issue's targets (held-out, through the CLI): a release replaces another when it is closer to them.
+TARGETS = {
+    "car_balanced_accuracy": 0.97,
+    "damage_balanced_accuracy_vs_dsmlr": 0.92,
+    "damage_balanced_accuracy_vs_web": 0.90,
+    "damaged_with_mask": 0.75,
+    "mask_map50_nmpd": 0.40,
+    "mask_map50_lensor": 0.25,
+    "severity_accuracy": 0.70,
+    "damaged_part_f1": 0.55,
+}
 # The transformers files a model folder needs to run (no checkpoints, no optimizer state).
 TRANSFORMERS_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
 
@@ -235,28 +247,57 @@ class ReleaseArguments:
     out: str = field(default="models")
     evaluation: str | None = field(default=None, metadata={"help": "train.release_eval's JSON, for the cards"})
     curve: str | None = field(default="docs/training.md", metadata={"help": "the learning curve to append to"})
+    force: bool = field(default=False, metadata={"help": "replace the release even if the figures are not better"})
+
+
+def release_score(evaluation: dict) -> float | None:
+    """One number to compare two releases by: the mean of each target figure over its target."""
+    ratios = [evaluation[k] / target for k, target in TARGETS.items() if evaluation.get(k) is not None]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def improves(new: dict, old: dict) -> bool:
+    """A build replaces the release when its held-out figures are better on the whole (or none were measured)."""
+    new_score, old_score = release_score(new), release_score(old)
+    return old_score is None or (new_score is not None and new_score > old_score)
 
 
 def package(args: ReleaseArguments) -> Path:
-    """Copy the build's models into the release, write the cards, the profile and the training state."""
-    from pipeline.hub import file_sha256
+    """Record the run (training state, learning curve); when its figures improve on the release's, copy the build's
+    models into the release with their profile, evaluation and cards."""
     from train.release_cards import write_cards
 
     build, out = Path(args.build), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    build_profile = read_build_profile(build)
-    digests = {m.folder: file_sha256(copy_model(m, build, build_profile, out)) for m in RELEASE}
-    profile = write_release_profile(out, build_profile, digests)
-    summary = json.loads((build / "build_summary.json").read_text(encoding="utf-8"))
+    evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else {}
+    shipped = out / EVALUATION_FILE
+    previous = json.loads(shipped.read_text(encoding="utf-8")) if shipped.is_file() else {}
+    refresh = args.force or improves(evaluation, previous)
+    state = record_run(out, json.loads((build / "build_summary.json").read_text(encoding="utf-8")), refresh)
+    if args.curve:
+        append_learning_curve(Path(args.curve), state, evaluation)
+    if refresh:
+        copy_release(build, out)
+        shipped.write_text(json.dumps(evaluation, indent=1, default=float) + "\n", encoding="utf-8")
+    write_cards(out, state, evaluation if refresh else previous)
+    return out / PROFILE_FILE
+
+
+def record_run(out: Path, summary: dict, refreshed: bool) -> dict:
     state_path = out / STATE_FILE
     previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
     state = updated_state(previous, summary, time.strftime("%Y-%m-%d"))
+    state["runs"][-1]["released"] = refreshed
     state_path.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
-    evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else {}
-    write_cards(out, state, evaluation)
-    if args.curve:
-        append_learning_curve(Path(args.curve), state, evaluation)
-    return profile
+    return state
+
+
+def copy_release(build: Path, out: Path) -> Path:
+    from pipeline.hub import file_sha256
+
+    build_profile = read_build_profile(build)
+    digests = {m.folder: file_sha256(copy_model(m, build, build_profile, out)) for m in RELEASE}
+    return write_release_profile(out, build_profile, digests)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
