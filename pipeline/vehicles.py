@@ -97,7 +97,7 @@ def parse_vehicles_csv(data: bytes, folder: str, root: str, names: Sequence[str]
         elif by_file.setdefault(name, vehicle) != vehicle:
             raise VehiclesCsvError(f"line {line} puts {file!r} in a second vehicle")
     if missing:
-        shown = ", ".join(repr(name) for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        shown = ", ".join(repr(name[:80]) for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
         raise VehiclesCsvError(f"it names {len(missing)} file(s) not in the input: {shown}")
     return by_file
 
@@ -179,11 +179,12 @@ class PhotoFacts:
 
     @property
     def is_photo(self) -> bool:
-        """Whether it belongs to a vehicle: analysed, or a photo that could not be (a folder of notes is no
-        vehicle; a broken photo is a vehicle's photo not analysed)."""
+        """Whether it belongs to a vehicle: analysed, or a photo that could not be (a broken photo, or one the
+        job stopped before). A folder of notes is no vehicle, nor are entries refused for safety (a '..' path
+        would otherwise name one)."""
         if self.status in (Status.OK, Status.ERROR):
             return True
-        return self.status != Status.SKIPPED and has_photo_suffix(self.file)
+        return self.status == Status.NOT_PROCESSED and has_photo_suffix(self.file)
 
 
 def vehicle_rows(photos: Iterable[PhotoFacts]) -> list[VehicleRow]:

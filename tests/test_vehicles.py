@@ -122,6 +122,7 @@ def test_a_folder_without_photos_is_no_vehicle():
         _photo("notes/readme.txt", "notes", status=Status.SKIPPED),
         _photo("late/a.jpg", "late", status=Status.NOT_PROCESSED),
         _photo("late/b.txt", "late", status=Status.NOT_PROCESSED),
+        _photo("../../evil.jpg", "..", status=Status.REFUSED),
         _photo("AB/a.jpg", "AB"),
         _photo("late/c.jpg", "late"),
     ]
