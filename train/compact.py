@@ -33,6 +33,11 @@ class CompactArguments:
     segmenter_side: int = field(default=448, metadata={"help": "longest side of the damage segmenter's photos"})
     part_side: int = field(default=320, metadata={"help": "longest side of the part segmenter's photos"})
     quality: int = field(default=70, metadata={"help": "WebP quality"})
+    what: str = field(
+        default="all",
+        metadata={"help": "all, or segmenters (the two YOLO sets only: half the bytes, for a device call that also "
+                  "carries the checkout)", "choices": ["all", "segmenters"]},
+    )  # fmt: skip
 
 
 class PhotoStore:
@@ -117,7 +122,7 @@ def make_compact(args: CompactArguments) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     store = PhotoStore(out, args.quality)
     counts = {
-        "classifier": compact_classifier(work, out, store, args.classifier_side),
+        "classifier": compact_classifier(work, out, store, args.classifier_side) if args.what == "all" else 0,
         "segmenter": compact_yolo(work / "damage-seg" / "data.yaml", out / "damage-seg", store, args.segmenter_side),
         "parts": compact_yolo(work / "parts" / "data.yaml", out / "parts", store, args.part_side),
     }
