@@ -15,7 +15,8 @@ from pipeline import testing
 from pipeline.settings import load_profile
 from train.common import CAR_MODEL, SEG_BASE
 from train.prepare import Sample, build_yolo_dataset
-from train.release import RELEASE, ReleaseArguments, package, updated_state
+from train.release import ReleaseArguments, package, updated_state
+from train.release_models import RELEASE
 
 GRADED = ["whole", "minor", "moderate", "severe"]
 

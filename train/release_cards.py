@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from train.release import DATASETS, RELEASE, ReleaseModel
+from train.release_models import DATASETS, RELEASE, ReleaseModel
 
 TRAIN_COMMAND = (
     "python -m train.build_profile --shared ../shared --out BUILD --resume models  # (the first run: no --resume)\n"
