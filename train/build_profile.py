@@ -65,7 +65,7 @@ class BuildArguments:
     seg_classes: str = field(default="damage", metadata={"choices": ["damage", "type", "grade_type"]})
     seg_backgrounds: int = field(default=60, metadata={"help": "undamaged cars (empty labels) in its training"})
     seg_copies: str = field(default='{"nm": 4, "pd": 4}', metadata={"help": "JSON: oversampling per source"})
-    # Ultralytics' optimizer defaults: nbs 16 with one warm-up epoch made both kinds worse (docs/training.md, run B)
+    # Ultralytics' optimizer defaults: nbs 16 with one warm-up epoch made both kinds worse (docs/training-2026-11-28.md, run B)
     seg_extra: str = field(
         default='{"close_mosaic": 2, "val": false}',
         metadata={"help": "JSON: Ultralytics training arguments of the damage segmenter"},

@@ -65,6 +65,8 @@ def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path)
     if not model.build_path:  # the car model the build's profile names (shared ImageNet, or a release's copy)
         return copy_transformers_folder((build / build_profile["car"]["model"]).resolve(), out / model.folder)
     src = build / model.build_path
+    if not src.exists() and weights_of(model, out).is_file():  # not trained in this build (--skip_*): kept
+        return weights_of(model, out)
     if model.pipeline_tag == "image-segmentation":
         return copy_yolo_weights(src, out / model.folder)
     return copy_transformers_folder(src, out / model.folder)
