@@ -142,8 +142,10 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
 
     data = prepare_all(BuildArguments(shared=str(shared_dir), seg_backgrounds=9), shared_dir, tmp_path)
     split = data["split"]
+    # Every path resolved, the split's too: the copies link to resolved paths (../shared may be a link itself).
+    groups = {p.resolve(): group for p, group in split.groups.items()}
     held = {p.resolve() for paths in split.held_out.values() for p in paths}
-    held_groups = {split.groups[p] for p in held}
+    held_groups = {groups[p] for p in held}
 
     def resolved(folder: Path) -> set[Path]:
         return {p.resolve() for p in list_images(folder) if p.is_symlink()}
@@ -151,7 +153,7 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
     trained = resolved(data["classify"] / "train") | resolved(data["classify"] / "dev")
     trained |= resolved(data["seg"].data_yaml.parent / "train") | resolved(data["parts"].parent / "train")
     assert trained and not trained & held
-    assert not {split.groups[p] for p in trained if p in split.groups} & held_groups
+    assert not {groups[p] for p in trained if p in groups} & held_groups
     measured = resolved(data["classify"] / "held-out") | resolved(data["combine"]) | resolved(data["yb"].parent)
     assert measured <= held | {p.resolve() for p in list_images(shared_dir / "data" / "imagenet-sample")}
     counts = data["counts"]["classify"]
