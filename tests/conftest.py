@@ -122,3 +122,14 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real photos and models need ../shared beside the checkout ({SHARED} not found)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_split(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The held-out split of the shared sets and the file of their pHashes (``hash_cache``), computed once a
+    session: hashing every shared photo means thousands of decodes, and the split's test and the build's data
+    preparation both need them."""
+    from train.sources import held_out_split
+
+    cache = tmp_path_factory.mktemp("phash") / "phash-cache.json"
+    return held_out_split(shared_dir, hash_cache=cache), cache

@@ -90,12 +90,11 @@ def varied_seg_model(model_dir) -> Path:
     return testing.yolo_seg(model_dir / "seg-varied", ["dent", "scratch"], first_class_bias=0.0, varied=True)
 
 
-def test_openvino_segmenter_gives_ultralytics_answers(varied_seg_model, tmp_path, monkeypatch):
+def test_openvino_segmenter_gives_ultralytics_answers(varied_seg_model, tmp_path):
     """Same instances, labels, scores and boxes as Ultralytics on the same copy; masks within resampling noise."""
     from pipeline.decode import load_photo
     from pipeline.hub import clear_cache
 
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
     clear_cache()
     paths = []
     for i, (w, h) in enumerate([(200, 120), (90, 200), (333, 257), (64, 64)]):
@@ -107,12 +106,11 @@ def test_openvino_segmenter_gives_ultralytics_answers(varied_seg_model, tmp_path
 
 
 @pytest.mark.shared
-def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir, tmp_path, monkeypatch):
+def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir):
     from pipeline.decode import load_photo
     from pipeline.hub import clear_cache
 
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
-    clear_cache()
+    clear_cache()  # the session's cache: the f32 export is test_pipeline's too
     weights = shared_dir / "models" / "yolo11n-seg-vehicles" / "yolo11n-seg-vehicles.pt"
     photos = [load_photo(p) for p in sorted((shared_dir / "data" / "web-whole-cars").glob("*.jpg"))[::46][:20]]
     instances, ious = _same_answers(weights, photos, 640, 0.25)

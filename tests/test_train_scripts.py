@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -134,12 +135,13 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     assert (settings.thresholds.car, settings.thresholds.damage) == (0.01, 0.5)
 
 
-def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
+def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) -> None:
     """The build's folders all keep to the one held-out split: no photo (or near-duplicate) trains one model and
     is measured in another's held-out figures."""
     from train import build_data
     from train.build_profile import BuildArguments, prepare_all
 
+    shutil.copyfile(shared_split[1], tmp_path / "phash-cache.json")  # the session's pHashes: where the build keeps them
     data = prepare_all(BuildArguments(shared=str(shared_dir), seg_backgrounds=9), shared_dir, tmp_path)
     split = data["split"]
     # Every path resolved, the split's too: the copies link to resolved paths (../shared may be a link itself).
