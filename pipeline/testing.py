@@ -87,9 +87,15 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(rest))]
 
 
-def yolo_seg(folder: Path, names: list[str], scale: str = "n", first_class_bias: float = 6.0) -> Path:
+def yolo_seg(
+    folder: Path, names: list[str], scale: str = "n", first_class_bias: float = 6.0, varied: bool = False
+) -> Path:
     """YOLOv8-seg (nano by default) with len(names) classes; the first class's logit bias makes it find
-    that class with high confidence (a random-init model otherwise finds nothing)."""
+    that class with high confidence (a random-init model otherwise finds nothing).
+
+    A random-init network's features fade to ~1e-7 with depth, so every anchor gets the same score (the bias's):
+    instances tie, and which of them NMS keeps is an accident of its sort. ``varied`` fits the batch-norm
+    statistics to a few photos first, so scores vary from anchor to anchor like a trained model's."""
     import torch
     import ultralytics
     import yaml
@@ -103,13 +109,34 @@ def yolo_seg(folder: Path, names: list[str], scale: str = "n", first_class_bias:
     torch.manual_seed(0)
     model = YOLO(str(config_path), task="segment")
     model.model.names = dict(enumerate(names))
+    if varied:
+        _fit_batch_norms(model.model)
     with torch.no_grad():
         for branch in model.model.model[-1].cv3:  # class logits of each scale
+            if varied:  # fitted features give logits of -20..20: a quarter keeps the scores off 0 and 1
+                branch[-1].weight.mul_(0.25)
             branch[-1].bias.fill_(-8.0)
             branch[-1].bias[0] = first_class_bias
-    weights = folder / f"random-yolov8{scale}-seg.pt"
+    weights = folder / f"random-yolov8{scale}-seg{'-varied' if varied else ''}.pt"
     model.save(str(weights))
     return weights
+
+
+def _fit_batch_norms(network, photos: int = 4) -> None:
+    """Batch-norm running statistics measured on a few synthetic photos (as training would), so that features keep
+    their scale through the layers."""
+    import torch
+
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.momentum = None  # a plain average over the photos
+        norm.reset_running_stats()
+    network.train()
+    with torch.no_grad():
+        for seed in range(photos):
+            pixels = np.asarray(photo(320, 320, seed=100 + seed), dtype=np.float32) / 255
+            network(torch.from_numpy(pixels).permute(2, 0, 1)[None].contiguous())
+    network.eval()
 
 
 def photo(width: int, height: int, seed: int = 0) -> Image.Image:

@@ -14,6 +14,11 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-"))
 os.environ.setdefault("CAR_DAMAGE_CACHE", tempfile.mkdtemp(prefix="car-damage-cache-"))  # OpenVINO exports
+# PyTorch's OpenMP threads wait for work asleep, not spinning: a test process on 2 vCPUs also runs gradio's
+# servers, OpenVINO's and Ray's threads and child processes, and a spinning thread takes a core from them (on a
+# busy 2-vCPU host, once a test server had answered, the tiny segmenter took 3 s a photo in the main thread, 0.06 s
+# with this setting).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for _var in ("CAR_MODEL", "DAMAGE_MODEL", "SEG_MODEL", "SEVERITY_MODEL", "PART_MODEL"):
     os.environ.pop(_var, None)
 # The tests swap tiny models in through the env vars over the Hub defaults; the release in models/ (the default
@@ -125,3 +130,14 @@ def shared_dir() -> Path:
     if not (SHARED / "data").is_dir():
         pytest.skip(f"real photos and models need ../shared beside the checkout ({SHARED} not found)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def shared_split(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The held-out split of the shared sets and the file of their pHashes (``hash_cache``), computed once a
+    session: hashing every shared photo means thousands of decodes, and the split's test and the build's data
+    preparation both need them."""
+    from train.sources import held_out_split
+
+    cache = tmp_path_factory.mktemp("phash") / "phash-cache.json"
+    return held_out_split(shared_dir, hash_cache=cache), cache

@@ -22,6 +22,9 @@ from PIL import Image
 import app
 import pipeline
 from pipeline import testing
+from space import config
+from space.service import DAMAGE_HEADERS, ZIP_HEADERS
+from space.status import ModelStatus
 
 
 def free_port() -> int:
@@ -102,7 +105,7 @@ def test_analyze_image_endpoint(client, tmp_path):
     assert {c["label"] for c in confidences["confidences"]} == {"car", "damage"}
     assert all(c["confidence"] > 0.9 for c in confidences["confidences"])
     assert Image.open(annotated).size == (160, 96)
-    assert damages["headers"] == app.DAMAGE_HEADERS
+    assert damages["headers"] == DAMAGE_HEADERS
     assert damages["data"] and {row[1] for row in damages["data"]} <= {"dent", "scratch"}  # the type column
     assert all(0 < row[4] <= 1 and 0 < row[3] <= 100 for row in damages["data"])  # confidence, area %
     assert result["is_car"] is True and result["is_damaged"] is True
@@ -137,7 +140,7 @@ def test_analyze_zip_endpoint(client, tmp_path):
     assert summary["cars"] == 3 and summary["damaged_cars"] == 3
     assert {f["file"] for f in summary["failures"]} == {"notes.txt", "broken.jpg"}
     assert "3 damaged cars" in summary_text and "notes.txt" in summary_text
-    assert report["headers"] == app.ZIP_HEADERS
+    assert report["headers"] == ZIP_HEADERS
     rows = {row[0]: dict(zip(report["headers"], row, strict=True)) for row in report["data"]}
     assert set(rows) == {"front.jpg", "side.png", "lot/rear.jpg", "notes.txt", "broken.jpg"}
     assert rows["notes.txt"]["status"] == "skipped" and rows["broken.jpg"]["status"] == "error"
@@ -272,7 +275,7 @@ def test_examples_shown_only_when_present(settings_factory, tmp_path, monkeypatc
     assert app.fetch_examples_repo("") is None
 
 
-def test_the_repo_examples_are_few_small_attributed_and_redistributable():
+def test_the_repo_examples_are_few_small_attributed_and_redistributable(request):
     """At most 6, longest side <= 1024 px, each listed in examples/README.md; with ../shared present, each one is
     (by perceptual hash) a photo of the two sets whose licences allow it, nm-damage-via train and lensor."""
     folder = Path(app.__file__).parent / "examples"
@@ -284,21 +287,22 @@ def test_the_repo_examples_are_few_small_attributed_and_redistributable():
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     if not shared.is_dir():
         return
-    import imagehash
+    from train.prepare import perceptual_hashes
+    from train.sources import cached_hashes
 
     allowed = [
         *(shared / "nm-damage-via" / "train").glob("*.jpg"),
         *(shared / "lensor-damage-coco" / "images").glob("*"),
     ]
-    hashes = [imagehash.phash(Image.open(p).convert("RGB")) for p in allowed]
-    for photo in photos:
-        mine = imagehash.phash(Image.open(photo).convert("RGB"))
-        assert min(mine - h for h in hashes) <= 4, f"{photo.name} is no photo of the redistributable sets"
+    hashes = cached_hashes(allowed, request.getfixturevalue("shared_split")[1])  # hashed once a session
+    for photo, mine in zip(photos, perceptual_hashes(photos)):
+        distance = (hashes != mine).sum(axis=1).min()  # bits that differ: imagehash's ``-``
+        assert distance <= 4, f"{photo.name} is no photo of the redistributable sets"
 
 
 def test_queue_and_limits(server):
     demo = server.demo
-    assert demo._queue.max_size == app.QUEUE_SIZE
+    assert demo._queue.max_size == config.QUEUE_SIZE
     limits = {
         fn.api_name: fn.concurrency_limit for fn in demo.fns.values() if fn.api_name in {"analyze_image", "analyze_zip"}
     }
@@ -309,7 +313,7 @@ def test_queue_and_limits(server):
 def test_command_line(monkeypatch, tmp_path, car_imagenet_yes, damage_yes, seg_model):
     launched = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kw: launched.update(kw, demo=self))
-    monkeypatch.setattr(app.ModelStatus, "start", lambda self: self)
+    monkeypatch.setattr(ModelStatus, "start", lambda self: self)
     monkeypatch.setattr(app, "demo", app.demo)  # restored after the test
     profile = tmp_path / "models.toml"
     profile.write_text(
@@ -318,7 +322,7 @@ def test_command_line(monkeypatch, tmp_path, car_imagenet_yes, damage_yes, seg_m
     )
     app.main(["--models", str(profile), "--share", "--host", "0.0.0.0", "--port", "7999"])
     assert launched["share"] is True and launched["server_name"] == "0.0.0.0" and launched["server_port"] == 7999
-    assert launched["max_file_size"] == app.MAX_FILE_SIZE
+    assert launched["max_file_size"] == config.MAX_FILE_SIZE
     panel = [c["props"].get("value") for c in launched["demo"].config["components"] if c["type"] == "markdown"]
     assert any(f"`{car_imagenet_yes.name} (local)`" in str(value) for value in panel)  # the profile's car model
     sliders = [c["props"]["value"] for c in launched["demo"].config["components"] if c["type"] == "slider"]

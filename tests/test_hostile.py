@@ -363,9 +363,9 @@ def test_a_queue_of_zips_leaves_room_for_photos(client, server, tmp_path, monkey
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    import app
+    from space import config
 
-    monkeypatch.setattr(app, "ZIP_QUEUE_SIZE", 1)
+    monkeypatch.setattr(config, "ZIP_QUEUE_SIZE", 1)
     running = client.submit(handle_file(_slow_zip(tmp_path / "a.zip")), api_name="/analyze_zip")
     _wait_for_progress(running)
     waiting = client.submit(handle_file(_slow_zip(tmp_path / "b.zip", 20)), api_name="/analyze_zip")

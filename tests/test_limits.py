@@ -213,7 +213,7 @@ def test_cli_shows_control_characters_escaped(profile, tmp_path, capsys):
 
 
 def test_ui_summary_shows_hostile_names_as_text():
-    import app
+    from space.text import summary_markdown
 
     summary = pipeline.Summary(
         files=1, photos_analyzed=0, cars=0, damaged_cars=0, damage_instances=0, damage_classes={}, not_processed=1,
@@ -221,5 +221,5 @@ def test_ui_summary_shows_hostile_names_as_text():
                    "message": "not a photo (.txt file)"}],
         seconds=0.1, models={},
     )  # fmt: skip
-    text = app.summary_markdown(summary)
+    text = summary_markdown(summary)
     assert "\\[x\\](javascript:alert(1))\\<img src=x onerror=alert(1)\\>\\_\\*.txt" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -363,23 +364,30 @@ def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum()) / max(1.0, float(np.logical_or(a, b).sum()))
 
 
+@pytest.fixture(scope="module")
+def fast_cache(tmp_path_factory) -> Path:
+    """One CAR_DAMAGE_CACHE for this module's fast-path tests, empty at first: the tiny segmenter is exported and
+    the classifiers converted once (seconds each), then found there by the tests after the first."""
+    return tmp_path_factory.mktemp("fast-cache")
+
+
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
-def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, tmp_path, monkeypatch, precision):
+def test_fast_paths_match_fp32(settings_factory, car_imagenet_random, fast_cache, monkeypatch, precision):
     """int8/bf16 classifiers and the OpenVINO segmenter: same verdicts, mask IoU >= 0.9 for matched instances."""
     pytest.importorskip("openvino", reason="OpenVINO is the fast segmenter backend")
     from pipeline.hub import clear_cache
 
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
-    clear_cache()  # load (and export) afresh into this test's cache folder
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(fast_cache))
+    clear_cache()  # load afresh (and export, the first time) from this module's cache folder
     photos = [testing.photo(160, 120, seed=s) for s in range(3)] + [testing.photo(90, 200, seed=9)]
     exact = analyze_batch(photos, settings_factory(car=car_imagenet_random, car_threshold=0.0))
     fast = analyze_batch(
         photos,
         settings_factory(car=car_imagenet_random, car_threshold=0.0, precision=precision, seg_backend="openvino"),
     )
-    assert list((tmp_path / "cache" / "openvino").glob("*/*_openvino_model/*.xml"))  # exported, cached
+    assert list((fast_cache / "openvino").glob("*/*_openvino_model/*.xml"))  # exported, cached
     if precision == "int8":  # the classifiers' OpenVINO copies (int8 linear layers), cached too
-        assert len(list((tmp_path / "cache" / "openvino" / "classifiers").glob("*/model.xml"))) == 2
+        assert len(list((fast_cache / "openvino" / "classifiers").glob("*/model.xml"))) == 2
     for a, b in zip(exact, fast):
         assert a.car.score == pytest.approx(b.car.score, abs=0.02)
         assert a.damage.score == pytest.approx(b.damage.score, abs=0.02)
@@ -425,7 +433,7 @@ def test_onnx_segmenter(settings_factory, seg_model, tmp_path):
     assert [d.label for d in result.detections] == [d.label for d in exact.detections]
 
 
-def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog, tmp_path):
+def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeypatch, caplog, tmp_path, fast_cache):
     from pipeline.accel import yolo
     from pipeline.hub import clear_cache
 
@@ -434,6 +442,8 @@ def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeyp
 
     monkeypatch.setattr(yolo, "_openvino_copy", broken)
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))  # an export cached by another test is used
+    if (fast_cache / "openvino" / "classifiers").is_dir():  # not the segmenter's: the classifiers' copies
+        shutil.copytree(fast_cache / "openvino" / "classifiers", tmp_path / "cache" / "openvino" / "classifiers")
     clear_cache()
     result = analyze(testing.photo(64, 64), settings_factory(precision="int8", seg_backend="openvino"))
     assert result.detections
@@ -441,7 +451,7 @@ def test_openvino_export_failure_falls_back_to_pytorch(settings_factory, monkeyp
     clear_cache()
 
 
-def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path, monkeypatch, caplog):
+def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path, monkeypatch, caplog, fast_cache):
     """Static int8 (NNCF) segmenter calibrated on a folder of photos: built once into the cache and used (no
     fallback), with well-formed answers. How far its answers drift is judged on a trained model (next test): with
     this model's random weights every anchor is a near-tie at the class bias, so which instances survive is noise
@@ -450,7 +460,7 @@ def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path,
     pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
     from pipeline.hub import clear_cache
 
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(fast_cache))  # the f32 export it quantises is made once
     clear_cache()
     calibration = tmp_path / "calibration"
     calibration.mkdir()
@@ -460,7 +470,7 @@ def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path,
     exact = analyze_batch(photos, settings_factory())
     fast_settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
     fast = analyze_batch(photos, fast_settings)
-    assert list((tmp_path / "cache" / "openvino").glob("*/*_int8_openvino_model/metadata.yaml"))
+    assert list((fast_cache / "openvino").glob("*/*_int8_openvino_model/metadata.yaml"))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no fallback taken
     for photo, a, b in zip(photos, exact, fast):
         assert (a.is_car, a.is_damaged, b.segmented) == (b.is_car, b.is_damaged, True)
@@ -469,7 +479,7 @@ def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path,
 
 
 @pytest.mark.shared
-def test_int8_segmenter_keeps_a_trained_models_answers(shared_dir, tmp_path, monkeypatch):
+def test_int8_segmenter_keeps_a_trained_models_answers(shared_dir, tmp_path):
     """The int8 path's promise, on a trained segmenter (the shared YOLO11n-seg vehicles checkpoint) and 40 real
     car photos, calibrated on 16 others of the same sets: the same verdicts (anything found or not), matched masks
     of nearly the same shape, few instances lost or added. Measured over 8 photo/calibration seeds on this path
@@ -494,8 +504,7 @@ def test_int8_segmenter_keeps_a_trained_models_answers(shared_dir, tmp_path, mon
     calibration.mkdir()
     for i, source in enumerate(rng.sample([p for p in pool if p not in picks], 16)):
         (calibration / f"{i}.jpg").symlink_to(source)
-    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
-    clear_cache()
+    clear_cache()  # the session's cache: the f32 export is test_runtime's too
     photos = [load_photo(p) for p in picks]
     exact = Segmenter(ModelRef(str(weights)), "fp32", "torch").detect(photos, 0.25)
     fast = Segmenter(ModelRef(str(weights)), "int8", "openvino", calibration, 640).detect(photos, 0.25)

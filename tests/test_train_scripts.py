@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -134,16 +135,19 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     assert (settings.thresholds.car, settings.thresholds.damage) == (0.01, 0.5)
 
 
-def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
+def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) -> None:
     """The build's folders all keep to the one held-out split: no photo (or near-duplicate) trains one model and
     is measured in another's held-out figures."""
     from train import build_data
     from train.build_profile import BuildArguments, prepare_all
 
+    shutil.copyfile(shared_split[1], tmp_path / "phash-cache.json")  # the session's pHashes: where the build keeps them
     data = prepare_all(BuildArguments(shared=str(shared_dir), seg_backgrounds=9), shared_dir, tmp_path)
     split = data["split"]
+    # Every path resolved, the split's too: the copies link to resolved paths (../shared may be a link itself).
+    groups = {p.resolve(): group for p, group in split.groups.items()}
     held = {p.resolve() for paths in split.held_out.values() for p in paths}
-    held_groups = {split.groups[p] for p in held}
+    held_groups = {groups[p] for p in held}
 
     def resolved(folder: Path) -> set[Path]:
         return {p.resolve() for p in list_images(folder) if p.is_symlink()}
@@ -151,7 +155,7 @@ def test_build_data_from_shared(shared_dir: Path, tmp_path: Path) -> None:
     trained = resolved(data["classify"] / "train") | resolved(data["classify"] / "dev")
     trained |= resolved(data["seg"].data_yaml.parent / "train") | resolved(data["parts"].parent / "train")
     assert trained and not trained & held
-    assert not {split.groups[p] for p in trained if p in split.groups} & held_groups
+    assert not {groups[p] for p in trained if p in groups} & held_groups
     measured = resolved(data["classify"] / "held-out") | resolved(data["combine"]) | resolved(data["yb"].parent)
     assert measured <= held | {p.resolve() for p in list_images(shared_dir / "data" / "imagenet-sample")}
     counts = data["counts"]["classify"]

@@ -69,9 +69,9 @@ def test_worst_grade() -> None:
     assert sources.worst_grade(sources.Sample(Path("y.jpg"), [("damage", None)])) is None
 
 
-def test_held_out_split_of_shared(shared_dir: Path, tmp_path: Path) -> None:
+def test_held_out_split_of_shared(shared_split) -> None:
     """On the real sets: every photo on one side, and no pHash group on both."""
-    split = sources.held_out_split(shared_dir, hash_cache=tmp_path / "phash.json")
+    split, _ = shared_split
     counts = split.counts()
     assert counts["vds"]["held_out"] >= 457 and counts["imagenet"]["train"] == 0
     assert 0.15 < counts["lensor"]["held_out"] / sum(counts["lensor"].values()) < 0.3
