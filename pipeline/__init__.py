@@ -1,12 +1,14 @@
 """Car damage detection: is there a car, is it damaged, how badly, where (instance masks) and on which part.
 
-Public names: ``analyze``, ``analyze_batch``, ``process_zip``, ``annotate``, ``Settings``, ``Analysis``.
+Public names: ``analyze``, ``analyze_batch``, ``analyze_vehicle``, ``process_zip``, ``annotate``, ``Settings``,
+``Analysis``, ``VehicleResult``.
 Importing this package loads no model and downloads nothing.
 
 Architecture (one module per stage; the data goes one way):
 
     photo -> decode -> car -> damage (+ grade) -> segment -> parts -> draw -> results
     zips, folders: zipsafe (read entries safely) -> batch (the loop, one row per entry) -> report (files)
+                   vehicles (which vehicle each entry is, and a vehicle's row from its photos' rows)
 
 - ``settings``: ModelSet (what is loaded once), Thresholds (per request), Limits (what a photo may be); profiles.
 - ``hub``: model references resolved and loaded once (``Stage.model``), sha256 checks, clear load errors.
@@ -16,6 +18,8 @@ Architecture (one module per stage; the data goes one way):
 - ``draw``: the overlay; ``results``: the typed records; ``analyze``: the cascade, the only module that knows
   the order of the stages.
 - ``zipsafe``, ``batch``, ``report``, ``sinks``: zips and folders in, rows and files out.
+- ``vehicles``: one vehicle, many photos: the grouping (folders, or the input's vehicles.csv) and the vehicle's
+  answer from its photos' rows (any engine's: the Ray engine makes them after its run).
 - ``testing``: tiny model builders and answer comparisons for tests and benchmarks.
 - ``__main__``: the command line.
 
@@ -27,7 +31,7 @@ uses the segmenter it is given). To add a stage: a module with a ``hub.Stage`` s
 """
 
 from .analyze import analyze, analyze_batch, load_models
-from .batch import BatchResult, JobControl, process_zip
+from .batch import MAX_VEHICLE_PHOTOS, BatchResult, JobControl, analyze_vehicle, process_zip
 from .decode import Photo, load_photo
 from .draw import annotate
 from .errors import (
@@ -40,16 +44,32 @@ from .errors import (
     NotAnImageError,
     PipelineError,
     UnsafeArchiveError,
+    VehiclesCsvError,
 )
-from .results import Analysis, Check, Detection, Grade, MaskCrop, ReportRow, Status, Summary
+from .results import (
+    Analysis,
+    Check,
+    DamagedPart,
+    Detection,
+    Grade,
+    MaskCrop,
+    ReportRow,
+    Status,
+    Summary,
+    VehiclePhoto,
+    VehicleResult,
+    VehicleRow,
+)
 from .settings import Limits, ModelRef, ModelSet, Settings, Thresholds, load_profile
 from .zipsafe import ZipLimits
 
 __all__ = [
+    "MAX_VEHICLE_PHOTOS",
     "Analysis",
     "BatchResult",
     "Check",
     "CorruptPhotoError",
+    "DamagedPart",
     "Detection",
     "Grade",
     "ImageShapeError",
@@ -71,9 +91,14 @@ __all__ = [
     "Summary",
     "Thresholds",
     "UnsafeArchiveError",
+    "VehiclePhoto",
+    "VehicleResult",
+    "VehicleRow",
+    "VehiclesCsvError",
     "ZipLimits",
     "analyze",
     "analyze_batch",
+    "analyze_vehicle",
     "annotate",
     "load_models",
     "load_photo",

@@ -1,8 +1,9 @@
 """CLI: python -m pipeline INPUT... --out DIR  (photos, folders and zips).
 
-Writes the annotated photos, report.csv, predictions.json and summary.json into DIR.
+Writes the annotated photos, report.html, report.csv, vehicles.csv (one row per vehicle: each top-level folder of
+a folder or zip, or as the input's vehicles.csv says), predictions.json and summary.json into DIR.
 Exit codes: 0 all inputs handled; 1 some input could not be analysed (one line each on stderr);
-2 bad usage or a missing input.
+2 bad usage or a missing input. A vehicles.csv that is ignored gets a 'note:' line, and its reason in summary.json.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         rows = [row.to_dict() for row in result.rows]
         print(json.dumps({"results": rows, "summary": result.summary.to_dict()}, indent=2, ensure_ascii=False))
+    for note in result.summary.vehicle_notes:
+        print(f"note: {terminal_safe(note)}", file=sys.stderr)
     failed = _failed(result, args.inputs)
     for row in failed:
         print(f"error: {terminal_safe(row.file)}: {terminal_safe(row.message)}", file=sys.stderr)

@@ -14,22 +14,24 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .analyze import analyze_photos
-from .decode import Photo, load_photo
+from .decode import ImageSource, Photo, load_photo
 from .errors import CorruptPhotoError, InputError, ModelLoadError, NotAnImageError, UnsafeArchiveError
 from .formats import has_photo_suffix, not_a_photo_message
 from .report import ReportWriter, Summary
-from .results import Analysis, ReportRow, Status
+from .results import Analysis, ReportRow, Status, VehiclePhoto, VehicleResult, VehicleRow
 from .settings import Settings
 from .sinks import DirSink, ZipSink
-from .zipsafe import Entries, Entry, ZipLimits, open_paths, open_zip
+from .vehicles import MAX_CSV_BYTES, Grouping, PartDamage, PhotoFacts, grouping_of, vehicle_row
+from .zipsafe import Entries, Entry, ZipLimits, file_reader, open_paths, open_zip, read_head, read_zip_member
 
 Progress = Callable[[int, int, str], None]  # (entries done, entries in all, current name)
+MAX_VEHICLE_PHOTOS = 30  # analyze_vehicle: every angle of a car, and each photo's working copy stays in memory
 T = TypeVar("T")
 U = TypeVar("U")
 
@@ -60,6 +62,11 @@ class BatchResult:
     summary: Summary
     coco: dict[str, Any] = field(repr=False)
 
+    @property
+    def vehicles(self) -> list[VehicleRow]:
+        """vehicles.csv's rows: one per vehicle, in the input's order."""
+        return self.summary.vehicles
+
 
 @dataclass
 class Decoded:
@@ -69,6 +76,7 @@ class Decoded:
     photo: Photo | None = None
     status: Status = Status.OK
     message: str = ""
+    vehicle: str = ""
 
 
 def run_entries(
@@ -98,18 +106,24 @@ def _decoded_batches(entries: Iterable[Entry], settings: Settings, control: JobC
     """Entries decoded (or turned into their rows) in order, cut after every ``batch_size`` photos."""
     batch: list[Decoded] = []
     for entry in entries:
-        reason = control.stop_reason()
-        if reason:
-            batch.append(Decoded(entry.name, status=Status.NOT_PROCESSED, message=reason))
-        elif entry.read is None:
-            batch.append(Decoded(entry.name, status=entry.status, message=entry.message))
-        else:
-            batch.append(decode_entry(entry, settings))
+        batch.append(_decoded(entry, settings, control))
         if sum(item.photo is not None for item in batch) >= settings.batch_size:
             yield batch
             batch = []
     if batch:
         yield batch
+
+
+def _decoded(entry: Entry, settings: Settings, control: JobControl) -> Decoded:
+    reason = control.stop_reason()
+    if reason:
+        item = Decoded(entry.name, status=Status.NOT_PROCESSED, message=reason)
+    elif entry.read is None:
+        item = Decoded(entry.name, status=entry.status, message=entry.message)
+    else:
+        item = decode_entry(entry, settings)
+    item.vehicle = entry.vehicle
+    return item
 
 
 def _analysed_batch(
@@ -124,16 +138,18 @@ def _analysed_batch(
 
 
 def _not_processed(item: Decoded, reason: str) -> Decoded:
-    return Decoded(item.name, status=Status.NOT_PROCESSED, message=reason) if item.photo is not None else item
+    if item.photo is None:
+        return item
+    return Decoded(item.name, status=Status.NOT_PROCESSED, message=reason, vehicle=item.vehicle)
 
 
 def _write(writer: ReportWriter, item: Decoded, outcome: Analysis | str | None) -> None:
     if outcome is None:
-        writer.add_failure(item.name, item.status, item.message)
+        writer.add_failure(item.name, item.status, item.message, item.vehicle)
     elif isinstance(outcome, Analysis):
-        writer.add_analysis(item.name, outcome)
+        writer.add_analysis(item.name, outcome, item.vehicle)
     else:
-        writer.add_failure(item.name, Status.ERROR, outcome)
+        writer.add_failure(item.name, Status.ERROR, outcome, item.vehicle)
 
 
 def _threaded(items: Iterable[T], work: Callable[[T], U], depth: int = 1) -> Iterator[U]:
@@ -225,22 +241,24 @@ def process_zip(
     """Analyse every photo of a zip; write ``<zip name>-results.zip`` into ``out_dir``.
 
     The archive holds the annotated photos under their original relative names, ``report.csv`` (one row per
-    entry), ``predictions.json`` (COCO, RLE masks) and ``summary.json``. It appears only when complete: a
-    failed or cancelled job leaves no half-written archive behind.
+    entry), ``vehicles.csv`` (one row per vehicle: each top-level folder, unless the zip's vehicles.csv says
+    otherwise), ``predictions.json`` (COCO, RLE masks), ``summary.json`` and ``report.html``. It appears only when
+    complete: a failed or cancelled job leaves no half-written archive behind.
     """
     settings = settings or Settings.from_env()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = open_zip(zip_path, limits)
+    grouping = grouping_of(entries.names, lambda name: read_zip_member(zip_path, name, MAX_CSV_BYTES))
     final = out_dir / f"{_safe_stem(Path(zip_path).stem)}-results.zip"
     fd, partial_name = tempfile.mkstemp(prefix=".partial-", suffix=".zip", dir=out_dir)
     os.close(fd)
     partial = Path(partial_name)
     try:
         sink = ZipSink(partial)
-        writer = ReportWriter(sink, settings)
+        writer = ReportWriter(sink, settings, [grouping.note] if grouping.note else [])
         try:
-            run_entries(entries, writer, settings, progress, control)
+            run_entries(with_vehicles(entries, grouping), writer, settings, progress, control)
             writer.finish()
         finally:
             sink.close()
@@ -259,22 +277,100 @@ def process_inputs(
     control: JobControl | None = None,
 ) -> BatchResult:
     """Photos, folders and zips (entries named '<zip stem>/<entry>') into a folder: the command line's job."""
-    writer = ReportWriter(DirSink(out_dir), settings)
-    opened = [open_zip(p, limits) if _is_zip(p) else open_paths([p], limits) for p in inputs]
-    named = [_prefixed(p.stem, e.items) if _is_zip(p) else e.items for p, e in zip(inputs, opened)]
-    entries = Entries(sum(e.count for e in opened), (entry for items in named for entry in items))
+    opened = [open_input(path, limits) for path in inputs]
+    writer = ReportWriter(DirSink(out_dir), settings, [note for _, note in opened if note])
+    entries = Entries(sum(e.count for e, _ in opened), (entry for e, _ in opened for entry in e.items))
     run_entries(entries, writer, settings, progress, control)
     writer.finish()
     return BatchResult(None, writer.rows, writer.summary(), writer.coco.to_dict())
 
 
-def _is_zip(path: Path) -> bool:
+def open_input(path: Path, limits: ZipLimits = ZipLimits()) -> tuple[Entries, str]:
+    """A photo, a folder or a zip as entries named as the report names them (a zip's under its stem), each with
+    its vehicle (named likewise: 'claims/AB-123-CD'); and the note on its vehicles.csv ('' when it has none)."""
+    if is_zip(path):
+        entries = open_zip(path, limits)
+        grouping = grouping_of(entries.names, lambda name: read_zip_member(path, name, MAX_CSV_BYTES))
+        note = f"{path.name}: {grouping.note}" if grouping.note else ""
+        return _prefixed(path.stem, with_vehicles(entries, grouping)), note
+    entries = open_paths([path], limits)
+    if not path.is_dir():
+        return with_vehicles(entries, Grouping()), ""
+    grouping = grouping_of(entries.names, lambda name: read_head(path.parent / name, MAX_CSV_BYTES), f"{path.name}/")
+    return with_vehicles(entries, grouping), grouping.note
+
+
+def with_vehicles(entries: Entries, grouping: Grouping) -> Entries:
+    """The entries, each told its vehicle."""
+    items = (replace(entry, vehicle=grouping.vehicle_of(entry.name)) for entry in entries.items)
+    return Entries(entries.count, items, entries.names)
+
+
+def is_zip(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".zip"
 
 
-def _prefixed(prefix: str, entries: Iterable[Entry]) -> Iterator[Entry]:
-    for entry in entries:
-        yield Entry(f"{prefix}/{entry.name}", entry.read, entry.status, entry.message)
+def _prefixed(prefix: str, entries: Entries) -> Entries:
+    items = (replace(e, name=f"{prefix}/{e.name}", vehicle=f"{prefix}/{e.vehicle}") for e in entries.items)
+    return Entries(entries.count, items, tuple(f"{prefix}/{name}" for name in entries.names))
+
+
+def analyze_vehicle(
+    photos: Sequence[ImageSource],
+    settings: Settings | None = None,
+    names: Sequence[str] | None = None,
+    vehicle: str = "vehicle",
+) -> VehicleResult:
+    """One vehicle's photos (paths, bytes, PIL images or arrays) -> each photo's result and the vehicle's row
+    (``names`` name the photos in it: by default a path's file name, else 'photo N'). A photo that cannot be read
+    or analysed costs only its own result. Raises InputError for no photo or more than ``MAX_VEHICLE_PHOTOS``
+    (their working copies stay in the result), ModelLoadError when a model cannot load."""
+    settings = settings or Settings.from_env()
+    if not photos or len(photos) > MAX_VEHICLE_PHOTOS:
+        raise InputError(f"a vehicle takes 1 to {MAX_VEHICLE_PHOTOS} photos; {len(photos)} were given")
+    names = list(names) if names is not None else [_source_name(photo, i) for i, photo in enumerate(photos)]
+    if len(names) != len(photos):
+        raise InputError(f"{len(names)} names for {len(photos)} photos")
+    results: list[VehiclePhoto] = []
+    size = max(1, settings.batch_size)
+    for start in range(0, len(photos), size):  # one batch decoded at a time, as in a zip
+        chunk = zip(names[start : start + size], photos[start : start + size])
+        decoded = [decode_entry(_source_entry(name, photo), settings) for name, photo in chunk]
+        results += _vehicle_photos(decoded, settings)
+    facts = [_photo_facts(result, vehicle) for result in results]
+    return VehicleResult(vehicle_row(vehicle, facts), tuple(results))
+
+
+def _source_name(source: ImageSource, index: int) -> str:
+    return Path(source).name if isinstance(source, (str, Path)) else f"photo {index + 1}"
+
+
+def _source_entry(name: str, source: ImageSource) -> Entry:
+    """Paths are read with the zip entries' size limit; bytes, images and arrays go to the decoder as they are."""
+    if isinstance(source, (str, Path)):
+        return Entry(name, read=file_reader(Path(source), ZipLimits().max_entry_bytes))
+    return Entry(name, read=lambda: source)  # type: ignore[arg-type, return-value] - load_photo takes them all
+
+
+def _vehicle_photos(decoded: list[Decoded], settings: Settings) -> list[VehiclePhoto]:
+    positions = [i for i, item in enumerate(decoded) if item.photo is not None]
+    outcomes = dict(zip(positions, analysed([decoded[i].photo for i in positions], settings))) if positions else {}
+    results = []
+    for i, item in enumerate(decoded):
+        outcome = outcomes.get(i)
+        if isinstance(outcome, Analysis):
+            results.append(VehiclePhoto(item.name, Status.OK, outcome.summary, outcome))
+        else:
+            status = Status.ERROR if outcome or item.status == Status.SKIPPED else item.status  # all meant as photos
+            results.append(VehiclePhoto(item.name, status, outcome or item.message))
+    return results
+
+
+def _photo_facts(result: VehiclePhoto, vehicle: str) -> PhotoFacts:
+    if result.analysis is None:
+        return PhotoFacts.of(ReportRow(result.file, result.status, result.message), vehicle)
+    damages = [PartDamage.of_detection(detection) for detection in result.analysis.detections]
+    return PhotoFacts.of(ReportRow.of(result.file, "", result.analysis), vehicle, damages)
 
 
 def _safe_stem(stem: str) -> str:

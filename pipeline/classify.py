@@ -27,9 +27,12 @@ class ImageClassifier:
     @classmethod
     def from_folder(cls, folder: Path, precision: str) -> ImageClassifier:
         def model():
+            import torch
             from transformers import AutoModelForImageClassification
 
-            return AutoModelForImageClassification.from_pretrained(folder)
+            # float32 whatever the file stores: the release ships fp16 weights, which transformers would
+            # otherwise keep in fp16 (slow on CPUs, and the precision choice is the runtime's, not the file's)
+            return AutoModelForImageClassification.from_pretrained(folder, dtype=torch.float32)
 
         def processor():
             from transformers import AutoImageProcessor

@@ -31,6 +31,11 @@ class UnsafeArchiveError(InputError):
     """A zip (or one of its entries) is refused for safety: traversal, bomb, symlink, budget, ..."""
 
 
+class VehiclesCsvError(InputError):
+    """A vehicles.csv (which photo belongs to which vehicle) that cannot be used: it is ignored, the folders
+    decide, and the summary says why."""
+
+
 class ModelLoadError(PipelineError):
     """A model could not be resolved or loaded; the message names it, its env var and the cause."""
 

@@ -22,6 +22,9 @@ from .settings import DEFAULT_SEG_MODEL, ENV_VARS, ModelRef
 
 T = TypeVar("T")
 
+# The weights file of a transformers model folder: what a folder reference's sha256 is checked against.
+FOLDER_WEIGHTS = "model.safetensors"
+
 _cache: dict[tuple[str, str, str], object] = {}
 _key_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -62,6 +65,8 @@ def resolve_folder(role: str, ref: ModelRef) -> Path:
         path = Path(ref.id)
         if not (path / "config.json").is_file():
             raise load_error(role, ref, f"{path} is not a transformers model folder (no config.json)")
+        if ref.sha256:  # a folder's digest is its weights file's
+            check_sha256(role, ref, path / FOLDER_WEIGHTS)
         return path
     if _looks_like_path(ref.id):
         raise load_error(role, ref, "no such file or folder")
@@ -85,11 +90,19 @@ def resolve_file(role: str, ref: ModelRef) -> Path:
         raise load_error(role, ref, cause)
     else:
         path = _download(role, ref)
-    if ref.sha256 and file_sha256(path) != ref.sha256:
-        raise IntegrityError(
-            role, str(ref), ENV_VARS[role], f"its sha256 is {file_sha256(path)}, not the {ref.sha256} it must have"
-        )
+    if ref.sha256:
+        check_sha256(role, ref, path)
     return path
+
+
+def check_sha256(role: str, ref: ModelRef, path: Path) -> None:
+    """Weights whose digest is not the reference's are never loaded (.pt files are pickles: they run code)."""
+    if not path.is_file():
+        raise load_error(role, ref, f"no {path.name} to check its sha256 against")
+    digest = file_sha256(path)
+    if digest != ref.sha256:
+        cause = f"its sha256 is {digest}, not the {ref.sha256} it must have"
+        raise IntegrityError(role, str(ref), ENV_VARS[role], cause)
 
 
 def _download(role: str, ref: ModelRef) -> Path:

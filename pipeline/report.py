@@ -1,5 +1,5 @@
-"""What a batch writes: annotated photos, report.csv, predictions.json (COCO), summary.json. The only module that
-knows these file formats.
+"""What a batch writes: annotated photos, report.csv, vehicles.csv, predictions.json (COCO), summary.json. The only
+module that knows these file formats.
 
 Each entry's output is written whole or not at all: an annotated photo that cannot be encoded in its own format
 falls back to PNG, and one that cannot be written at all becomes that entry's error row.
@@ -12,6 +12,7 @@ import io
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -20,25 +21,38 @@ from PIL import Image
 from .draw import annotate
 from .formats import suffix
 from .report_html import PhotoPage, report_html
-from .results import GRADES, REPORT_COLUMNS, Analysis, Detection, ReportRow, Status, Summary
+from .results import (
+    GRADES,
+    REPORT_COLUMNS,
+    VEHICLE_COLUMNS,
+    Analysis,
+    Detection,
+    ReportRow,
+    Status,
+    Summary,
+    VehicleRow,
+)
 from .settings import Settings
 from .sinks import OutputNames, Sink
+from .vehicles import PartDamage, PhotoFacts, folder_vehicle, vehicle_rows
 
-REPORT_FILES = ("report.csv", "predictions.json", "summary.json", "report.html")
+REPORT_FILES = ("report.csv", "predictions.json", "summary.json", "report.html", "vehicles.csv")
 _SAVE_FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP"}
 
 
 class Coco:
-    """predictions.json as it grows: one image per analysed photo, its instances, the classes seen."""
+    """predictions.json as it grows: one image per analysed photo (with its vehicle), its instances, the classes
+    seen."""
 
     def __init__(self) -> None:
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self.categories: dict[int, str] = {}
 
-    def add(self, file_name: str, size: tuple[int, int], predictions: list[dict[str, Any]]) -> None:
+    def add(self, file_name: str, size: tuple[int, int], predictions: list[dict[str, Any]], vehicle: str = "") -> None:
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": file_name, "width": size[0], "height": size[1]})
+        image = {"id": image_id, "file_name": file_name, "width": size[0], "height": size[1], "vehicle": vehicle}
+        self.images.append(image)
         for prediction in predictions:
             self.categories[prediction["category_id"]] = prediction.pop("label")
             self.annotations.append({"id": len(self.annotations) + 1, "image_id": image_id, **prediction})
@@ -49,21 +63,26 @@ class Coco:
 
 
 class ReportWriter:
-    """Turns entries + analyses into annotated photos, report rows, COCO predictions and a summary."""
+    """Turns entries + analyses into annotated photos, report rows, vehicle rows, COCO predictions and a summary.
+    An entry given no vehicle is grouped by its folder."""
 
-    def __init__(self, sink: Sink, settings: Settings) -> None:
+    def __init__(self, sink: Sink, settings: Settings, vehicle_notes: Sequence[str] = ()) -> None:
         self.sink, self.settings = sink, settings
         self.rows: list[ReportRow] = []
+        self.photos: list[PhotoFacts] = []  # what each vehicle's row is made of (no pixels: 2,000 cost little)
+        self.vehicle_notes = list(vehicle_notes)
         self.coco = Coco()
         self.names = OutputNames(reserved=REPORT_FILES)
         self.started = time.monotonic()
         self.stopped = ""
         self.pages: list[PhotoPage] = []  # report.html's sections, thumbnails included
 
-    def add_failure(self, name: str, status: Status, message: str) -> None:
-        self.rows.append(ReportRow(name, status, message))
+    def add_failure(self, name: str, status: Status, message: str, vehicle: str = "") -> None:
+        row = ReportRow(name, status, message)
+        self.rows.append(row)
+        self.photos.append(PhotoFacts.of(row, vehicle or folder_vehicle(name)))
 
-    def add_analysis(self, name: str, analysis: Analysis) -> None:
+    def add_analysis(self, name: str, analysis: Analysis, vehicle: str = "") -> None:
         """The annotated photo (written first: a failure there leaves no trace but its error row), then its
         predictions and row."""
         try:
@@ -72,31 +91,43 @@ class ReportWriter:
             out_name = self.names.claim(out_name)
             self.sink.write(out_name, data)
         except Exception as exc:  # a photo we cannot draw or write costs its own row, never the zip
-            self.add_failure(name, Status.ERROR, f"could not write the annotated photo ({_one_line(exc)})")
+            self.add_failure(name, Status.ERROR, f"could not write the annotated photo ({_one_line(exc)})", vehicle)
             return
+        vehicle = vehicle or folder_vehicle(name)
         self.pages.append(PhotoPage.of(name, out_name, analysis, overlay))
-        self.coco.add(out_name, analysis.size, [coco_prediction(d) for d in analysis.detections])
-        self.rows.append(ReportRow.of(name, out_name, analysis))
+        self.coco.add(out_name, analysis.size, [coco_prediction(d) for d in analysis.detections], vehicle)
+        row = ReportRow.of(name, out_name, analysis)
+        self.rows.append(row)
+        self.photos.append(PhotoFacts.of(row, vehicle, [PartDamage.of_detection(d) for d in analysis.detections]))
 
     def summary(self) -> Summary:
         models = {role: ref.public_name for role, ref in self.settings.models.refs().items()}
-        return summarize(self.rows, models, time.monotonic() - self.started, self.stopped)
+        seconds = time.monotonic() - self.started
+        return summarize(self.rows, models, seconds, self.stopped, vehicle_rows(self.photos), self.vehicle_notes)
 
     def finish(self) -> None:
-        """Write report.csv, predictions.json, summary.json and report.html into the sink."""
+        """Write report.csv, vehicles.csv, predictions.json, summary.json and report.html into the sink."""
         summary = self.summary()
         write_reports(self.sink, self.rows, self.coco, summary)
         self.sink.write("report.html", report_html(summary, self.pages).encode())
 
 
 def write_reports(sink: Sink, rows: list[ReportRow], coco: Coco, summary: Summary) -> None:
-    """report.csv, predictions.json and summary.json: what every engine writes."""
+    """report.csv, vehicles.csv, predictions.json and summary.json: what every engine writes."""
     sink.write("report.csv", report_csv(rows))
+    sink.write("vehicles.csv", vehicles_csv(summary.vehicles))
     sink.write("predictions.json", json.dumps(coco.to_dict()).encode())
     sink.write("summary.json", json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode())
 
 
-def summarize(rows: list[ReportRow], models: dict[str, str], seconds: float, stopped: str = "") -> Summary:
+def summarize(
+    rows: list[ReportRow],
+    models: dict[str, str],
+    seconds: float,
+    stopped: str = "",
+    vehicles: Sequence[VehicleRow] = (),
+    vehicle_notes: Sequence[str] = (),
+) -> Summary:
     """A batch in numbers from its rows; damaged parts and severities count the photos they are found in."""
     ok = [r for r in rows if not r.failed]
     failed = [r for r in rows if r.failed]
@@ -118,6 +149,8 @@ def summarize(rows: list[ReportRow], models: dict[str, str], seconds: float, sto
         damaged_parts=dict(parts.most_common()),
         severities={grade: grades[grade] for grade in GRADES if grade in grades},
         worst_severity=next((grade for grade in reversed(GRADES) if grade in grades), ""),
+        vehicles=list(vehicles),
+        vehicle_notes=list(vehicle_notes),
     )
 
 
@@ -175,6 +208,16 @@ def report_csv(rows: list[ReportRow]) -> bytes:
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_safe(v) for k, v in row.to_dict().items()})
+    return buffer.getvalue().encode("utf-8")
+
+
+def vehicles_csv(vehicles: Sequence[VehicleRow]) -> bytes:
+    """One row per vehicle (the header alone when there is none)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=VEHICLE_COLUMNS)
+    writer.writeheader()
+    for vehicle in vehicles:
+        writer.writerow({k: _csv_safe(v) for k, v in vehicle.csv_row().items()})
     return buffer.getvalue().encode("utf-8")
 
 

@@ -306,6 +306,94 @@ _ANALYSIS_COLUMNS = frozenset(REPORT_COLUMNS) - {"file", "status", "message", "a
 
 
 @dataclass(frozen=True)
+class DamagedPart:
+    """One damaged part of a vehicle: the worst grade seen on it, and the photo where a damage on it shows with
+    the highest confidence."""
+
+    part: str
+    severity: str  # the worst grade seen on it ('' when no photo graded it)
+    best_photo: str
+    score: float  # the confidence of that damage on the best photo
+
+    @property
+    def name(self) -> str:
+        return self.part.replace("_", " ")
+
+    @property
+    def label(self) -> str:
+        """'front bumper: severe' (the name alone when ungraded)."""
+        return f"{self.name}: {self.severity}" if self.severity else self.name
+
+
+VEHICLE_COLUMNS = (
+    "vehicle", "photos", "photos_with_car", "damaged", "severity", "damaged_parts", "damage_count", "best_photo",
+    "photos_not_analysed",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VehicleRow:
+    """One vehicle's line of vehicles.csv: what its photos show together. Damage figures come from the photos
+    judged damaged; an area seen in two photos counts twice (nothing says two photos show the same dent)."""
+
+    vehicle: str
+    photos: int  # photos analysed
+    photos_with_car: int
+    damaged: bool | None  # any photo damaged; None when none of its photos could be analysed
+    severity: str  # the worst grade seen, '' when none
+    parts: tuple[DamagedPart, ...]  # each damaged part once, by name
+    damage_count: int  # damaged areas over its damaged photos
+    photos_not_analysed: int  # photos that could not be analysed (the answer is the others')
+    files: tuple[str, ...]  # its photos, as report.csv names them, in the input's order
+    most_damaged_photo: str = ""  # the damaged photo with the highest damage confidence
+
+    @property
+    def damaged_parts(self) -> str:
+        """'front bumper: severe; left door: minor'."""
+        return "; ".join(part.label for part in self.parts)
+
+    @property
+    def best_photo(self) -> str:
+        """'front bumper: AB/front.jpg; left door: AB/left.jpg'; with no part named (no part model), the most
+        surely damaged photo."""
+        if self.parts:
+            return "; ".join(f"{part.name}: {part.best_photo}" for part in self.parts)
+        return self.most_damaged_photo
+
+    def csv_row(self) -> dict[str, Any]:
+        return {column: getattr(self, column) for column in VEHICLE_COLUMNS}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The CSV row, each damaged part on its own and the vehicle's files (which vehicle each photo is in)."""
+        return self.csv_row() | {"parts": [asdict(part) for part in self.parts], "files": list(self.files)}
+
+
+@dataclass(frozen=True, eq=False)
+class VehiclePhoto:
+    """One photo of ``analyze_vehicle``: its analysis, or what happened instead (status and message)."""
+
+    file: str
+    status: Status
+    message: str = ""
+    analysis: Analysis | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        found = self.analysis.to_dict() if self.analysis is not None else {}
+        return {"file": self.file, "status": str(self.status), "message": self.message} | found
+
+
+@dataclass(frozen=True, eq=False)
+class VehicleResult:
+    """What ``analyze_vehicle`` found: the vehicle's row and each photo's result, in the order given."""
+
+    row: VehicleRow
+    photos: tuple[VehiclePhoto, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vehicle": self.row.to_dict(), "photos": [photo.to_dict() for photo in self.photos]}
+
+
+@dataclass(frozen=True)
 class Summary:
     """A batch in numbers, and every file that was not processed with why."""
 
@@ -323,6 +411,13 @@ class Summary:
     damaged_parts: dict[str, int] = field(default_factory=dict)  # part -> damage instances on it
     severities: dict[str, int] = field(default_factory=dict)  # grade -> damaged photos
     worst_severity: str = ""
+    vehicles: list[VehicleRow] = field(default_factory=list)  # one per vehicle, in the input's order
+    vehicle_notes: list[str] = field(default_factory=list)  # each vehicles.csv found: used, or why it was ignored
+
+    @property
+    def damaged_vehicles(self) -> int:
+        return sum(vehicle.damaged is True for vehicle in self.vehicles)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        vehicles = [vehicle.to_dict() for vehicle in self.vehicles]
+        return asdict(self) | {"vehicles": vehicles, "damaged_vehicles": self.damaged_vehicles}

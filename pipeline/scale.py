@@ -7,7 +7,9 @@ pyarrow's file systems read: local, s3://, gs://, ...). Ray Data decodes them in
 and messages), runs the cascade in a pool of actors (models loaded once per actor, retried when an actor dies)
 and streams the rows back; the driver appends each batch to ``DIR/results.parquet/`` as its own file, so a killed
 run loses at most the batches in flight and a rerun skips what is done. From the dataset it writes the local
-engine's report.csv, predictions.json and summary.json. Only this module imports ray, and only when it runs.
+engine's report.csv, vehicles.csv, predictions.json and summary.json: vehicles are grouped on the driver while
+listing (as the local engine groups them) and their rows made from the results after the run, wherever each
+photo was analysed. Only this module imports ray, and only when it runs.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from .batch import Decoded, analysed, decode_entry
+from .batch import Decoded, analysed, decode_entry, is_zip, open_input
 from .errors import UnsafeArchiveError
 from .report import Coco, annotated_name, coco_prediction, encode, summarize, write_reports
 from .results import REPORT_COLUMNS, ReportRow, Status
 from .settings import Settings
 from .sinks import DirSink, OutputNames
-from .zipsafe import Entry, ZipLimits, open_paths, open_zip, read_zip_entry
+from .vehicles import PartDamage, PhotoFacts, vehicle_rows
+from .zipsafe import Entry, ZipLimits, read_zip_entry
 
 RESULTS = "results.parquet"
 LIST_SUFFIXES = {".txt": "text", ".csv": "csv", ".parquet": "parquet"}
@@ -51,6 +54,7 @@ class Unit:
     status: str = ""  # a row decided while listing (a refused zip entry), or '' to read
     message: str = ""
     annotated_file: str = ""  # where its annotated photo goes, with --save-images
+    vehicle: str = ""  # the vehicle it belongs to (a listed path or URI is a vehicle of its own)
 
 
 @dataclass(frozen=True)
@@ -65,30 +69,36 @@ class RayOptions:
 # ---------------------------------------------------------------- listing (driver)
 
 
-def list_units(inputs: list[str], limits: ZipLimits, save_images: bool) -> list[Unit]:
-    """Every input as a unit, in order; output names claimed once for all, so reruns name alike."""
-    units = [unit for given in inputs for unit in _units_of(given, limits)]
+def list_units(inputs: list[str], limits: ZipLimits, save_images: bool) -> tuple[list[Unit], list[str]]:
+    """Every input as a unit, in order, and the notes on the inputs' vehicles.csv files; output names claimed once
+    for all, so reruns name alike."""
+    listed = [_units_of(given, limits) for given in inputs]
+    units = [unit for input_units, _ in listed for unit in input_units]
     if save_images:
-        names = OutputNames(reserved=("report.csv", "predictions.json", "summary.json", RESULTS))
+        names = OutputNames(reserved=("report.csv", "vehicles.csv", "predictions.json", "summary.json", RESULTS))
         units = [replace(u, annotated_file=names.claim(annotated_name(u.name))) if not u.status else u for u in units]
-    return units
+    return units, [note for _, note in listed if note]
 
 
-def _units_of(given: str, limits: ZipLimits) -> Iterator[Unit]:
+def _units_of(given: str, limits: ZipLimits) -> tuple[list[Unit], str]:
+    """One input's units (each with its vehicle, grouped as the local engine groups them) and its note."""
     path = Path(given)
-    suffix = path.suffix.lower()
-    if "://" in given or suffix in LIST_SUFFIXES:
-        yield from (_uri_unit(item) for item in read_list(given))
-    elif path.is_file() and suffix == ".zip":
-        stat = path.stat()
-        for index, entry in enumerate(open_zip(path, limits).items):  # listed by name: nothing is read here
-            key = f"{path.resolve()}::{index}:{entry.name}@{stat.st_size}:{stat.st_mtime_ns}"
-            name = f"{path.stem}/{entry.name}"
-            yield Unit(key, name, str(path.resolve()), str(index), _status(entry), entry.message)
-    else:
-        for entry in open_paths([path], limits).items:
-            local = path.parent / entry.name if path.is_dir() else path
-            yield _local_unit(local, entry.name)
+    if "://" in given or path.suffix.lower() in LIST_SUFFIXES:
+        return [_uri_unit(item) for item in read_list(given)], ""
+    entries, note = open_input(path, limits)  # listed by name: no photo is read here
+    if is_zip(path):
+        return list(_zip_units(path, entries.items)), note
+    local = (lambda entry: path.parent / entry.name) if path.is_dir() else (lambda entry: path)
+    return [replace(_local_unit(local(entry), entry.name), vehicle=entry.vehicle) for entry in entries.items], note
+
+
+def _zip_units(path: Path, entries: Iterator[Entry]) -> Iterator[Unit]:
+    stat = path.stat()
+    for index, entry in enumerate(entries):
+        raw = entry.name.removeprefix(f"{path.stem}/")  # the key as earlier runs wrote it
+        key = f"{path.resolve()}::{index}:{raw}@{stat.st_size}:{stat.st_mtime_ns}"
+        source = str(path.resolve())
+        yield Unit(key, entry.name, source, str(index), _status(entry), entry.message, vehicle=entry.vehicle)
 
 
 def _status(entry: Entry) -> str:
@@ -102,8 +112,8 @@ def _local_unit(path: Path, name: str) -> Unit:
 
 def _uri_unit(item: str) -> Unit:
     if "://" not in item and Path(item).is_file():
-        return _local_unit(Path(item), item)
-    return Unit(item, item, item)
+        return replace(_local_unit(Path(item), item), vehicle=item)
+    return Unit(item, item, item, vehicle=item)
 
 
 def read_list(source: str) -> list[str]:
@@ -234,14 +244,14 @@ def run_ray(inputs: list[str], out_dir: Path, settings: Settings, options: RayOp
 
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    units = list_units(inputs, limits, options.save_images)
+    units, notes = list_units(inputs, limits, options.save_images)
     done = done_keys(out_dir / RESULTS)
     todo = [unit for unit in units if unit.key not in done and unit.key]
     if todo:
         _stream_results(todo, out_dir, settings, options, limits)
-    rows, coco = collect(units, out_dir / RESULTS)
+    rows, coco, photos = collect(units, out_dir / RESULTS)
     models = {role: ref.public_name for role, ref in settings.models.refs().items()}
-    summary = summarize(rows, models, time.monotonic() - started)
+    summary = summarize(rows, models, time.monotonic() - started, "", vehicle_rows(photos), notes)
     write_reports(DirSink(out_dir), rows, coco, summary)
     return BatchResult(None, rows, summary, coco.to_dict())
 
@@ -311,20 +321,25 @@ def start_ray(options: RayOptions) -> None:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
 
 
-def collect(units: list[Unit], results: Path) -> tuple[list[ReportRow], Coco]:
-    """One row per input, in the inputs' order (the last run's row for an input done twice), and the COCO file."""
+def collect(units: list[Unit], results: Path) -> tuple[list[ReportRow], Coco, list[PhotoFacts]]:
+    """One row per input, in the inputs' order (the last run's row for an input done twice), the COCO file, and
+    what each vehicle's row is made of."""
     import pyarrow.dataset as pads
 
     table = pads.dataset(str(results), format="parquet").to_table() if done_keys(results) else None
     found = {row["key"]: row for row in (table.to_pylist() if table is not None else [])}
-    rows, coco = [], Coco()
+    rows, coco, photos = [], Coco(), []
     for unit in units:
         row = found.get(unit.key)
         if row is None:
             rows.append(ReportRow(unit.name, Status.NOT_PROCESSED, "not processed: the run ended before it"))
+            photos.append(PhotoFacts.of(rows[-1], unit.vehicle))
             continue
         report = ReportRow(**{name: row[name] for name in REPORT_COLUMNS} | {"status": Status(row["status"])})
         rows.append(report)
+        detections = json.loads(row["detections"]) if report.status == Status.OK else []
+        photos.append(PhotoFacts.of(report, unit.vehicle, [PartDamage.of_coco(d) for d in detections]))
         if report.status == Status.OK:
-            coco.add(report.annotated_file or report.file, (report.width, report.height), json.loads(row["detections"]))
-    return rows, coco
+            size = (report.width, report.height)
+            coco.add(report.annotated_file or report.file, size, detections, unit.vehicle)
+    return rows, coco, photos

@@ -31,6 +31,10 @@ ENV_VARS = {
     "parts": "PART_MODEL",
 }
 PROFILE_ENV_VAR = "MODELS_PROFILE"
+# The project's own trained models: the default wherever nothing else is named (offline, no ../shared needed).
+RELEASE_PROFILE = Path(__file__).resolve().parents[1] / "models" / "profile.toml"
+# The profile name of the public Hub models (the dataclass defaults below): `--models hub`, MODELS_PROFILE=hub.
+HUB_PROFILE = "hub"
 CALIBRATION_ENV_VAR = "CALIBRATION_PHOTOS"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 SEG_BACKENDS = ("auto", "torch", "openvino")
@@ -220,13 +224,19 @@ class Settings:
 
     @classmethod
     def from_env(cls, profile: str | Path | None = None) -> Settings:
-        """Defaults, then a profile (argument or ``MODELS_PROFILE``), then the model and calibration env vars."""
-        profile = profile or os.environ.get(PROFILE_ENV_VAR)
-        settings = load_profile(profile) if profile else cls()
+        """A profile (the argument, else ``MODELS_PROFILE``, else the release in models/; ``hub``: the Hub
+        models), then the model and calibration env vars."""
+        profile = profile or _env(PROFILE_ENV_VAR) or default_profile()
+        settings = cls() if profile is None or str(profile) == HUB_PROFILE else load_profile(profile)
         models = {role: ModelRef.parse(os.environ[var]) for role, var in ENV_VARS.items() if _env(var)}
         if _env(CALIBRATION_ENV_VAR):
             models["calibration_photos"] = Path(os.environ[CALIBRATION_ENV_VAR]).expanduser().resolve()
         return settings.with_models(**models)
+
+
+def default_profile() -> Path | None:
+    """The release's profile when the checkout has it (a pip-installed ``pipeline`` alone falls back to the Hub)."""
+    return RELEASE_PROFILE if RELEASE_PROFILE.is_file() else None
 
 
 def _env(name: str) -> str:

@@ -40,20 +40,24 @@ class ZipLimits:
 
 @dataclass(frozen=True)
 class Entry:
-    """One input file: its name, and either how to read its bytes or why it is not read."""
+    """One input file: its name, and either how to read its bytes or why it is not read; the vehicle it belongs to
+    ('' until the input's grouping is known)."""
 
     name: str
     read: Callable[[], bytes] | None = None
     status: Status = Status.OK
     message: str = ""
+    vehicle: str = ""
 
 
 @dataclass(frozen=True)
 class Entries:
-    """The entries of one input, counted before any is read (progress bars, and rows for what is never read)."""
+    """The entries of one input, counted and named before any is read (progress bars, rows for what is never
+    read, and which vehicle each belongs to)."""
 
     count: int
     items: Iterator[Entry]
+    names: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- zips
@@ -72,7 +76,7 @@ def open_zip(zip_path: str | Path, limits: ZipLimits = ZipLimits()) -> Entries:
     except UnsafeArchiveError:
         archive.close()
         raise
-    return Entries(len(infos), _entries(archive, infos, limits))
+    return Entries(len(infos), _entries(archive, infos, limits), tuple(info.filename for info in infos))
 
 
 def _check_archive(infos: list[zipfile.ZipInfo], limits: ZipLimits) -> None:
@@ -181,6 +185,16 @@ def read_zip_entry(zip_path: str | Path, index: int, limits: ZipLimits = ZipLimi
         return _reader(archive, info, limits, _ByteBudget(limits.max_entry_bytes))()
 
 
+def read_zip_member(zip_path: str | Path, name: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` + 1 bytes of the entry called ``name``: a small side file such as vehicles.csv, whose
+    reader judges the size (reading stops there, whatever the entry's header says). InputError when unreadable."""
+    try:
+        with zipfile.ZipFile(zip_path) as archive, archive.open(name) as stream:
+            return stream.read(max_bytes + 1)
+    except (KeyError, zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError, NotImplementedError) as exc:
+        raise InputError(f"cannot read it ({_one_line(exc)})") from None
+
+
 # ---------------------------------------------------------------- files and folders (CLI)
 
 
@@ -195,16 +209,24 @@ def open_paths(paths: Iterable[Path], limits: ZipLimits = ZipLimits()) -> Entrie
             ]
         else:
             files.append((path.name, path))
-    return Entries(len(files), (Entry(name, read=_file_reader(path, limits.max_entry_bytes)) for name, path in files))
+    entries = (Entry(name, read=file_reader(path, limits.max_entry_bytes)) for name, path in files)
+    return Entries(len(files), entries, tuple(name for name, _ in files))
 
 
-def _file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
+def read_head(path: Path, max_bytes: int) -> bytes:
+    """At most ``max_bytes`` + 1 bytes of a file (its reader judges the size); InputError when unreadable."""
+    try:
+        with path.open("rb") as stream:
+            return stream.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror or exc})") from None
+
+
+def file_reader(path: Path, max_bytes: int) -> Callable[[], bytes]:
+    """A reader of the file's bytes that refuses a file over ``max_bytes`` (read no further than that)."""
+
     def read() -> bytes:
-        try:
-            with path.open("rb") as stream:
-                data = stream.read(max_bytes + 1)
-        except OSError as exc:
-            raise InputError(f"cannot read ({exc.strerror or exc})") from None
+        data = read_head(path, max_bytes)
         if len(data) > max_bytes:
             raise UnsafeArchiveError(f"larger than {max_bytes / 1e6:.0f} MB")
         return data

@@ -42,7 +42,7 @@ def test_200_photos_with_5_bad_members(settings_factory, tmp_path):
     assert len(bad) == 5 and all(r["message"] for r in bad)
     assert {r["file"] for r in bad} == {n for n in zipfile.ZipFile(source).namelist() if n.startswith("bad_")}
     names = set(_archive(result).namelist())
-    photos = names - {"report.csv", "predictions.json", "summary.json", "report.html"}
+    photos = names - {"report.csv", "vehicles.csv", "predictions.json", "summary.json", "report.html"}
     assert len(photos) == 195
     assert progress[-1] == (200, 200) and [d for d, _ in progress] == list(range(1, 201))
     assert result.summary.files == 200 and result.summary.photos_analyzed == 195
@@ -61,9 +61,8 @@ def test_archive_contents_and_report(settings_factory, tmp_path):
     )
     result = process_zip(source, tmp_path / "out", settings_factory())
     archive = _archive(result)
-    assert sorted(archive.namelist()) == sorted(
-        ["a.jpg", "sub/b.png", "sub/c.gif.png", "report.csv", "predictions.json", "summary.json", "report.html"]
-    )
+    reports = ["report.csv", "vehicles.csv", "predictions.json", "summary.json", "report.html"]
+    assert sorted(archive.namelist()) == sorted(["a.jpg", "sub/b.png", "sub/c.gif.png", *reports])
     assert result.archive.name == "in-results.zip" and result.archive.parent == tmp_path / "out"
     assert list(_report(result)[0]) == list(REPORT_COLUMNS)
     rows = {r["file"]: r for r in _report(result)}

@@ -110,7 +110,8 @@ def test_the_result_zip_holds_a_report_to_file(settings_factory, graded_damage, 
     summary = result.summary
     assert summary.worst_severity == "moderate" and summary.severities == {"moderate": 2}
     assert summary.damaged_parts["front_bumper"] >= 2
-    assert html.count("<section>") == 2 and html.count('src="data:image/jpeg;base64,') == 2  # self-contained
+    assert html.count("<section>") == 2 and html.count('<section class="vehicle">') == 2  # a vehicle each
+    assert html.count('src="data:image/jpeg;base64,') == 2 + 2  # self-contained: the photos and their thumbnails
     assert "&lt;b&gt;odd&lt;/b&gt;.png" in html and "<b>odd</b>" not in html  # names shown as text
     assert "Worst severity" in html and "front bumper (" in html and "notes.txt" in html
 

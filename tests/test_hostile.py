@@ -102,7 +102,7 @@ def test_pipeline(case: Case, settings_factory, tmp_path):
         assert [p.name for p in out.iterdir()] == [result.archive.name]  # nothing half-written beside it
         names = zipfile.ZipFile(result.archive).namelist()
         assert all(not n.startswith(("/", "\\")) and ".." not in n.split("/") for n in names)
-        assert len(names) == sum(r.status == "ok" for r in result.rows) + 4  # + the report files
+        assert len(names) == sum(r.status == "ok" for r in result.rows) + 5  # + the report files
     else:
         with pytest.raises(pipeline.UnsafeArchiveError) as raised:
             pipeline.process_zip(case.path, out, settings)

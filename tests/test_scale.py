@@ -1,9 +1,11 @@
 """Issue 16: the Ray engine on a local 2-CPU Ray cluster (one for the session): the local engine's rows, one
-Parquet row per input, resuming after an interrupted run, and an actor killed mid-run."""
+Parquet row per input, resuming after an interrupted run, and an actor killed mid-run. Issue 23: the local
+engine's vehicles.csv."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -152,3 +154,48 @@ def test_an_actor_killed_mid_run_costs_no_row(ray_cluster, inputs, fp32_profile,
     rows = results["run"].rows
     assert len(rows) == 43 and len({r.file for r in rows}) == 43
     assert sum(r.status == "ok" for r in rows) == 30 - 4 + 8 + 4
+
+
+@pytest.fixture(scope="module")
+def graded_parts_profile(tmp_path_factory, model_dir, car_imagenet_random, seg_model) -> Path:
+    """fp32 tiny models that fill every vehicles.csv column: a grade from the damage model, a part per damage."""
+    graded = testing.vit_classifier(model_dir / "ray-graded", ["whole", "minor", "moderate", "severe"], favour="severe")
+    parts = testing.yolo_seg(model_dir / "ray-parts", ["front_bumper", "hood"])
+    path = tmp_path_factory.mktemp("ray-vehicles") / "tiny.toml"
+    path.write_text(
+        f'[car]\nmodel = "{car_imagenet_random}"\n[damage]\nmodel = "{graded}"\n[segmenter]\nmodel = "{seg_model}"\n'
+        f'[parts]\nmodel = "{parts}"\n[thresholds]\ncar = 0.0\n[runtime]\nprecision = "fp32"\nseg_image_size = 320\n'
+    )
+    return path
+
+
+def test_ray_writes_the_local_engines_vehicles(ray_cluster, graded_parts_profile, tmp_path):
+    """Issue 23: vehicles grouped by the zip's folders and by a folder's vehicles.csv; the Ray engine makes the
+    rows from its results after the run (batches of 2: a vehicle's photos go to different actor calls) and they
+    are the local engine's, byte for byte."""
+    fleet = [f"AB-123-CD/{side}.jpg" for side in ("front", "rear", "left")] + ["XY-987/front.jpg", "XY-987/left.jpg"]
+    entries = [(name, testing.jpeg_bytes(testing.photo(80, 60, seed=i))) for i, name in enumerate(fleet)]
+    entries += [("XY-987/broken.jpg", b"not a jpeg"), ("notes/readme.txt", b"three cars")]
+    source = zips.with_entries(tmp_path / "fleet.zip", entries)
+    export = tmp_path / "export"
+    export.mkdir()
+    for i in range(3):
+        testing.photo(64, 48, seed=60 + i).save(export / f"{i}.jpg")
+    (export / "vehicles.csv").write_text("file,vehicle\n0.jpg,EF-456\n1.jpg,EF-456\n2.jpg,GH-789\n")
+    inputs = [str(source), str(export)]
+    assert cli([*inputs, "--out", str(tmp_path / "local"), "--models", str(graded_parts_profile)]) == 1  # broken
+    assert _ray(inputs, tmp_path / "ray", graded_parts_profile, "--batch-size", "2") == 1
+    local, distributed = (tmp_path / side / "vehicles.csv" for side in ("local", "ray"))
+    assert distributed.read_text() == local.read_text()
+    rows = list(csv.DictReader(distributed.open(encoding="utf-8")))
+    assert [(r["vehicle"], r["photos"], r["photos_not_analysed"]) for r in rows] == [
+        ("fleet/AB-123-CD", "3", "0"), ("fleet/XY-987", "2", "1"), ("export/EF-456", "2", "0"),
+        ("export/GH-789", "1", "0"),
+    ]  # fmt: skip
+    assert all(r["damaged"] == "True" and r["severity"] == "severe" for r in rows)
+    assert rows[0]["damaged_parts"] == "front bumper: severe" and rows[0]["best_photo"].startswith("front bumper: ")
+    summaries = [json.loads((tmp_path / side / "summary.json").read_text()) for side in ("local", "ray")]
+    assert summaries[0]["vehicles"] == summaries[1]["vehicles"]
+    assert summaries[1]["vehicle_notes"] == ["export/vehicles.csv used: it names the vehicle of 3 file(s)"]
+    coco = json.loads((tmp_path / "ray" / "predictions.json").read_text())
+    assert {image["vehicle"] for image in coco["images"]} == {r["vehicle"] for r in rows}

@@ -234,6 +234,21 @@ def prepare_part_data(shared: Path, split: HeldOutSplit, work: Path) -> Path:
     return write_yolo_dataset(splits, root, class_names(samples))
 
 
+def prepare_yb_part_data(shared: Path, split: HeldOutSplit, work: Path) -> Path:
+    """yb's damaged-part polygons -> YOLO-seg in yb's vocabulary (bonnet, bumper, dickey, door, fender, light,
+    windshield): a part model of the photos users send (damaged cars), trained on yb's training groups of the
+    split; val = held-out yb. Returns its data yaml."""
+    from train.prepare import write_yolo_dataset
+    from train.sources import read_yb
+
+    root = work / "parts"
+    shutil.rmtree(root, ignore_errors=True)
+    samples = [Sample(s.image, [(n.lower(), poly) for n, poly in s.polygons]) for s in read_yb(shared)]
+    names = sorted({n for s in samples for n, _ in s.polygons})
+    splits = {"yb": (keep(samples, split.train["yb"]), keep(samples, split.held_out["yb"]))}
+    return write_yolo_dataset(splits, root, names)
+
+
 def prepare_yb_held_out(shared: Path, split: HeldOutSplit, work: Path) -> Path:
     """The held-out yb photos and their damaged-part labels (yb's class names) for ``evaluate --task
     damaged_parts``; returns its data yaml."""

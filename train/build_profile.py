@@ -29,6 +29,7 @@ from pathlib import Path
 
 from train import build_data
 from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
+from train.compact import compact_data
 from train.sources import GRADES
 
 # ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
@@ -69,6 +70,11 @@ class BuildArguments:
         default='{"close_mosaic": 2, "val": false}',
         metadata={"help": "JSON: Ultralytics training arguments of the damage segmenter"},
     )
+    parts_data: str = field(
+        default="yb",
+        metadata={"help": "yb: damaged-part polygons in yb's vocabulary; dsmlr: 18 parts of whole cars",
+                  "choices": ["yb", "dsmlr"]},
+    )  # fmt: skip
     part_imgsz: int = field(default=384)
     part_extra: str = field(default='{"close_mosaic": 2, "val": false}')
     calibration_photos: int = field(default=32, metadata={"help": "segmenter training photos kept for int8"})
@@ -77,6 +83,16 @@ class BuildArguments:
     clf_freeze_fraction: float = field(default=0.75, metadata={"help": "freeze the input-side backbone layers"})
     clf_epochs: int = field(default=8, metadata={"help": "upper bound; the time budget usually stops first"})
     seed: int = field(default=0)
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "a release folder (models/): continue training its models instead of the shared bases"},
+    )
+    compact: str | None = field(
+        default=None,
+        metadata={"help": "train from a compact copy (python -m train.compact) instead of ../shared: no held-out "
+                  "photos there, so no evaluation; the thresholds stay the resumed release's"},
+    )  # fmt: skip
+    prepare_only: bool = field(default=False, metadata={"help": "write the prepared folders (work/) and stop"})
     skip_segmenter: bool = field(default=False, metadata={"help": "reuse what is in --out"})
     skip_classifier: bool = field(default=False)
     skip_parts: bool = field(default=False)
@@ -141,7 +157,9 @@ def prepare_all(args: BuildArguments, shared: Path, work: Path) -> dict:
         "split": split,
         "classify": classify,
         "seg": seg,
-        "parts": build_data.prepare_part_data(shared, split, work),
+        "parts": (build_data.prepare_yb_part_data if args.parts_data == "yb" else build_data.prepare_part_data)(
+            shared, split, work
+        ),
         "yb": build_data.prepare_yb_held_out(shared, split, work),
         "combine": prepare_combination_folder(classify, work),
         "counts": {
@@ -165,12 +183,16 @@ def train_image_classifier(
     folder_map, labels = build_data.FOLDER_MAPS[kind]
     run_dir = work / f"{target.name}-run"
     shutil.rmtree(run_dir, ignore_errors=True)
+    from pipeline.accel.precision import cuda_available
+
+    gpu = {"dataloader_num_workers": 8, "bf16": True} if cuda_available() else {}  # feed a GPU from 16 cores
     training_args = default_training_arguments(
         output_dir=str(run_dir), learning_rate=args.clf_learning_rate, num_train_epochs=args.clf_epochs,
-        eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed,
+        eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed, **gpu,
     )  # fmt: skip
+    base = start_of(args, "damage-classifier", Path(args.shared).resolve() / CAR_MODEL)
     train_classifier(
-        ModelArguments(str(Path(args.shared).resolve() / CAR_MODEL), freeze_fraction=args.clf_freeze_fraction),
+        ModelArguments(str(base), freeze_fraction=args.clf_freeze_fraction),
         DataArguments(
             train_dir=str(classify / "train"),
             validation_dir=str(classify / "dev"),
@@ -189,13 +211,40 @@ def train_image_classifier(
     return target
 
 
-def train_yolo(args: BuildArguments, data_yaml: Path, target: Path, imgsz: int, minutes: float, extra: str) -> Path:
+def start_of(args: BuildArguments, release_folder: str, base: Path) -> Path:
+    """Where a model's training starts: the release's model when resuming (its weights, its classes), else the
+    shared base."""
+    if not args.resume:
+        return base
+    folder = Path(args.resume).resolve() / release_folder
+    weights = folder / "model.pt"
+    return weights if weights.is_file() else folder
+
+
+def resumed_extra(args: BuildArguments, extra: str) -> str:
+    """A resumed run warms up for one epoch, not Ultralytics' three: the weights are trained already. On a GPU,
+    larger batches and data-loading workers (its machine has the cores to feed it)."""
+    from pipeline.accel.precision import cuda_available
+
+    options = json.loads(extra) if extra else {}
+    if args.resume:
+        options.setdefault("warmup_epochs", 1)
+    if cuda_available():
+        options.setdefault("batch", 32)
+        options.setdefault("workers", 8)
+    return json.dumps(options)
+
+
+def train_yolo(
+    args: BuildArguments, data_yaml: Path, target: Path, imgsz: int, minutes: float, extra: str, release_folder: str
+) -> Path:
     from train.train_segmenter import SegmenterArguments, train_segmenter
 
+    base = start_of(args, release_folder, Path(args.shared).resolve() / SEG_BASE)
     return train_segmenter(
         SegmenterArguments(
-            data=str(data_yaml), model=str(Path(args.shared).resolve() / SEG_BASE), output_dir=str(target),
-            minutes=minutes, imgsz=imgsz, patience=100, seed=args.seed, extra=extra,
+            data=str(data_yaml), model=str(base), output_dir=str(target), minutes=minutes, imgsz=imgsz,
+            patience=100, seed=args.seed, extra=resumed_extra(args, extra),
         )
     )  # fmt: skip
 
@@ -257,12 +306,15 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
     models["segmenter"] = "segmenter/best.pt"
     if not args.skip_segmenter:
         seg_minutes = args.minutes * args.seg_share
-        train_yolo(args, data["seg"].data_yaml, out / "segmenter", args.seg_imgsz, seg_minutes, args.seg_extra)
+        train_yolo(
+            args, data["seg"].data_yaml, out / "segmenter", args.seg_imgsz, seg_minutes, args.seg_extra,
+            "damage-segmenter",
+        )  # fmt: skip
         lap("train_segmenter")
     models["parts"] = "parts/best.pt"
     if not args.skip_parts:
         part_minutes = args.minutes * args.parts_share
-        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra)
+        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra, "part-segmenter")
         lap("train_parts")
     return models
 
@@ -278,27 +330,83 @@ def copy_calibration_photos(seg_data_yaml: Path, out: Path, count: int, seed: in
     return target
 
 
-def build(args: BuildArguments) -> Path:
-    offline_env()
+def epochs_trained(out: Path) -> dict[str, float]:
+    """Release folder -> the epochs this run trained it (from each training's summary)."""
+    summaries = {"damage-classifier": "damage-classifier", "damage-segmenter": "segmenter", "part-segmenter": "parts"}
+    epochs = {}
+    for release_folder, folder in summaries.items():
+        path = out / folder / "train_summary.json"
+        if path.is_file():
+            epochs[release_folder] = json.loads(path.read_text(encoding="utf-8")).get("epochs") or 0
+    return epochs
+
+
+def machine_name() -> str:
+    """The CPU (or GPU) the run trained on, with the flags that change its speed."""
+    import platform
+
+    from pipeline.accel.precision import cpu_flags, cuda_available
+
+    if cuda_available():
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    flags = sorted((cpu_flags() or frozenset()) & {"avx512_vnni", "avx512_bf16", "amx_tile"})
+    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
+    return f"{name or platform.processor()}, {len(os.sched_getaffinity(0))} cores, {' '.join(flags) or 'no VNNI/BF16'}"
+
+
+def _cpuinfo() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+
+
+def carried_thresholds(args: BuildArguments) -> dict:
+    """A build without held-out photos (a compact copy) keeps the resumed release's thresholds and runtime; they
+    are measured again where the photos are (a later build with every --skip_*, then train.release_eval)."""
+    import tomllib
+
+    profile = Path(args.resume or "") / "profile.toml"
+    data = tomllib.loads(profile.read_text(encoding="utf-8")) if args.resume and profile.is_file() else {}
+    return {"thresholds": data.get("thresholds", {}), "runtime": data.get("runtime", {}), "headline": {}}
+
+
+def evaluated_thresholds(args: BuildArguments, data: dict, shared: Path, out: Path, models: dict, laps) -> dict:
     from train.build_eval import evaluate_build
 
-    laps = Laps()
-    shared, out = Path(args.shared).resolve(), Path(args.out).resolve()
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    data = prepare_all(args, shared, work)
-    laps("prepare")
-    models = train_models(args, data, work, out, laps)
     results = evaluate_build(args, data, shared, out, models, laps)
     results["runtime"]["calibration_photos"] = copy_calibration_photos(
         data["seg"].data_yaml, out, args.calibration_photos, args.seed
     ).name
-    profile = write_profile(out, shared / CAR_MODEL, models, results["thresholds"], results["runtime"])
+    return results
+
+
+def build(args: BuildArguments) -> Path:
+    offline_env()
+    laps = Laps()
+    shared, out = Path(args.shared).resolve(), Path(args.out).resolve()
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    data = compact_data(Path(args.compact)) if args.compact else prepare_all(args, shared, work)
+    laps("prepare")
+    if args.prepare_only:
+        return work
+    models = train_models(args, data, work, out, laps)
+    if args.compact:
+        results = carried_thresholds(args)
+        car = Path(args.resume).resolve() / "car-check" if args.resume else shared / CAR_MODEL
+    else:
+        results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
+    profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),
+        "epochs": epochs_trained(out),
+        "machine": machine_name(),
         "wall_time_s": laps.total(),
         "timings_s": laps.timings,
-        "counts": data["counts"],
+        "counts": data.get("counts", {}),
         **results["headline"],
         "profile": str(profile),
     }

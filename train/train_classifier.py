@@ -305,6 +305,7 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
     processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
     model = AutoModelForImageClassification.from_pretrained(
         model_args.model_name_or_path,
+        dtype=torch.float32,  # trains in float32 whatever the file stores (the release ships fp16 weights)
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
@@ -344,6 +345,7 @@ def train_classifier(model_args: ModelArguments, data_args: DataArguments, train
         "eval_images": len(eval_items),
         "train_runtime_s": result.metrics.get("train_runtime"),
         "best_metric": trainer.state.best_metric,
+        "epochs": trainer.state.epoch,
         "eval": trainer.evaluate() if len(eval_set) else {},
     }
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2, default=float), encoding="utf-8")

