@@ -115,8 +115,12 @@ def test_analyze_image_endpoint(client, tmp_path):
 
 def test_thresholds_reach_the_pipeline(client, tmp_path):
     photo = write_photo(tmp_path / "car.jpg", 64, 64)
-    *_, damages, result = client.predict(handle_file(photo), 0.5, 0.5, 0.9999, False, api_name="/analyze_image")
+    summary, *_, damages, result = client.predict(
+        handle_file(photo), 0.5, 0.5, 0.9999, False, api_name="/analyze_image"
+    )
     assert result["segmented"] and result["damage_count"] == 0 and damages["data"] == []
+    # damaged, nothing outlined: the verdict (and grade) stand, and the sentence says why nothing is drawn
+    assert summary.startswith("Damaged car (car ") and summary.endswith("No area outlined above the mask threshold 0.9999.")
 
 
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
