@@ -40,7 +40,9 @@ def photo_tab(service: CarDamageApp, examples: list[str]) -> None:
         with gr.Column():
             verdict = gr.Markdown(elem_id="verdict")
             confidences = gr.Label(label="Confidences", show_heading=False, elem_id="confidences")
-            annotated = gr.Image(label="Annotated photo", format="png", interactive=False, elem_id="annotated")
+            annotated = gr.Image(
+                label="Annotated photo", format="png", interactive=False, height=400, elem_id="annotated"
+            )  # fmt: skip
     damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False, elem_id="damages")
     slider = gr.ImageSlider(label="Before / after", type="pil", interactive=False, elem_id="before-after")
     with gr.Accordion("Raw JSON", open=False):
@@ -138,6 +140,9 @@ def create_demo(service: CarDamageApp, examples: list[str] | None = None) -> gr.
 CSS = """
 #model-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 0 12px; }
 #verdict p { font-size: 1.2em; font-weight: 600; }
+/* The whole annotated photo, letterboxed below its label and buttons (which float over the image otherwise). */
+#annotated .image-frame { box-sizing: border-box; padding-top: 2.5rem; }
+#annotated .image-frame img { object-fit: contain; }
 """
 LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_SIZE,
