@@ -104,6 +104,7 @@ def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
     expect(page.locator("#zip-summary")).to_contain_text("notes.txt")
     expect(page.locator("#gallery img")).to_have_count(3)
     expect(page.locator("#zip-report")).to_contain_text("report.html")  # the report to file, linked on its own
+    expect(page.locator("#zip-vehicles")).to_contain_text("lot")  # vehicles.csv: the folder lot/ is one vehicle
     page.screenshot(path=shots / "zip-tab.png", full_page=True)
 
     with page.expect_download() as download:
@@ -164,3 +165,16 @@ def test_the_annotated_photo_is_whole_and_the_slider_follows_examples(page, url,
     page.wait_for_function(
         f"() => {slider}.length >= 2 && {slider}.every(i => i.naturalWidth === 200 && i.naturalHeight === 120)"
     )
+
+
+def test_several_photos_of_one_vehicle(page, url, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    photos = [write_photo(tmp_path / "front.jpg", 160, 96, 1), write_photo(tmp_path / "rear.jpg", 120, 80, 2)]
+    page.locator("#vehicle-input input[type=file]").set_input_files(photos)
+    expect(page.locator("#vehicle-input")).to_contain_text("rear")
+    page.get_by_role("button", name="Analyze vehicle").click()
+    expect(page.locator("#vehicle-summary")).to_contain_text("Damaged vehicle")
+    expect(page.locator("#vehicle-summary")).to_contain_text("2 of 2 photos")
+    expect(page.locator("#vehicle-gallery img")).to_have_count(2)
