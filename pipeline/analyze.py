@@ -94,6 +94,7 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
             detections=shown.get(i, ()),
             segmented=i in found,
             severity=grades.get(i),
+            mask_threshold=thresholds.mask if i in found else None,
         )
         for i, photo in enumerate(photos)
     ]

@@ -183,6 +183,7 @@ class Analysis:
     detections: tuple[Detection, ...]
     segmented: bool
     severity: Grade | None = None
+    mask_threshold: float | None = None  # the segmenter's threshold when it ran (for the summary)
 
     @property
     def is_car(self) -> bool:
@@ -223,7 +224,7 @@ class Analysis:
         if self.is_damaged and self.detections:
             return f"Damaged car {scores}.{self._grade_text()} {areas}{self._parts_text()}"
         if self.is_damaged and self.segmented:
-            return f"Possibly damaged car {scores}: no damaged area over the mask threshold to outline."
+            return f"Damaged car {scores}.{self._grade_text()} {self._nothing_outlined_text()}"
         if self.is_damaged:
             return f"Damaged car {scores}.{self._grade_text()}"
         if self.detections:  # always-segment on a car judged undamaged
@@ -232,6 +233,11 @@ class Analysis:
 
     def _grade_text(self) -> str:
         return f" Severity: {self.severity.label} ({self.severity.score:.0%})." if self.severity else ""
+
+    def _nothing_outlined_text(self) -> str:
+        value = self.mask_threshold
+        threshold = "" if value is None else f" {value:.2f}" if round(value, 2) == value else f" {value:g}"
+        return f"No area outlined above the mask threshold{threshold}."
 
     def _parts_text(self) -> str:
         parts = [part.replace("_", " ") for part in self.damaged_parts]

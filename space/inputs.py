@@ -65,3 +65,10 @@ class PhotoInput(gr.Image):
 @refuses_urls
 class ZipInput(gr.File):
     is_template = True  # drawn by gr.File's frontend
+
+
+@refuses_urls
+class PhotosInput(gr.File):
+    """Several photos of one vehicle (file_count="multiple"): each file is handed to the pipeline as it is."""
+
+    is_template = True  # drawn by gr.File's frontend

@@ -9,8 +9,8 @@ import gradio as gr
 import pipeline
 
 from .config import MAX_FILE_SIZE, QUEUE_SIZE
-from .inputs import PhotoInput, ZipInput
-from .service import DAMAGE_HEADERS, ZIP_HEADERS, CarDamageApp
+from .inputs import PhotoInput, PhotosInput, ZipInput
+from .service import DAMAGE_HEADERS, PART_HEADERS, VEHICLE_HEADERS, ZIP_HEADERS, CarDamageApp
 from .status import models_markdown
 from .text import DESCRIPTION
 
@@ -40,22 +40,49 @@ def photo_tab(service: CarDamageApp, examples: list[str]) -> None:
         with gr.Column():
             verdict = gr.Markdown(elem_id="verdict")
             confidences = gr.Label(label="Confidences", show_heading=False, elem_id="confidences")
-            annotated = gr.Image(label="Annotated photo", format="png", interactive=False, elem_id="annotated")
+            annotated = gr.Image(
+                label="Annotated photo", format="png", interactive=False, height=400, elem_id="annotated"
+            )  # fmt: skip
     damages = gr.Dataframe(headers=DAMAGE_HEADERS, label="Damages", interactive=False, elem_id="damages")
     slider = gr.ImageSlider(label="Before / after", type="pil", interactive=False, elem_id="before-after")
     with gr.Accordion("Raw JSON", open=False):
         result = gr.JSON(label="Result")
     outputs = [verdict, confidences, annotated, damages, result]
-    if examples:
+    if examples:  # an example's cached result holds its before / after too, so the slider follows it
         gr.Examples(
-            examples=examples, inputs=photo, outputs=outputs, fn=service.analyze_example, cache_examples=True,
-            cache_mode="lazy", examples_per_page=12, elem_id="photo-examples",
+            examples=examples, inputs=photo, outputs=[*outputs, slider], fn=service.analyze_example,
+            cache_examples=True, cache_mode="lazy", examples_per_page=12, elem_id="photo-examples",
         )  # fmt: skip
     event = button.click(
         service.analyze_image, inputs=[photo, *controls], outputs=outputs, api_name="analyze_image",
         concurrency_id="photo", concurrency_limit=1,
     )  # fmt: skip
     event.success(service.before_after, inputs=[photo, annotated], outputs=slider, api_visibility="private")
+    vehicle_section(service, controls)
+
+
+def vehicle_section(service: CarDamageApp, controls: list[gr.components.Component]) -> None:
+    """Several photos of one vehicle, with the photo tab's thresholds: one answer for the vehicle."""
+    gr.Markdown("### Several photos of one vehicle")
+    with gr.Row():
+        with gr.Column():
+            photos = PhotosInput(
+                file_count="multiple", file_types=["image"], type="filepath", label="Photos of one vehicle",
+                elem_id="vehicle-input",
+            )  # fmt: skip
+            button = gr.Button("Analyze vehicle", variant="primary")
+        with gr.Column():
+            summary = gr.Markdown(elem_id="vehicle-summary")
+            parts = gr.Dataframe(
+                headers=PART_HEADERS, label="Damaged parts", interactive=False, elem_id="vehicle-parts"
+            )
+    gallery = gr.Gallery(label="Annotated photos", columns=4, height="auto", elem_id="vehicle-gallery")
+    with gr.Accordion("Vehicle (JSON)", open=False):
+        result = gr.JSON(label="Vehicle")
+    button.click(
+        service.analyze_vehicle, inputs=[photos, *controls], outputs=[summary, parts, gallery, result],
+        api_name="analyze_vehicle", concurrency_id="photo", concurrency_limit=1,
+    )  # fmt: skip
 
 
 def zip_tab(service: CarDamageApp) -> None:
@@ -69,6 +96,9 @@ def zip_tab(service: CarDamageApp) -> None:
             report_page = gr.File(label="Report to file (report.html)", interactive=False, elem_id="zip-report")
             summary_text = gr.Markdown(elem_id="zip-summary")
     gallery = gr.Gallery(label="First annotated photos", columns=4, height="auto", elem_id="gallery")
+    vehicles = gr.Dataframe(
+        headers=VEHICLE_HEADERS, label="Vehicles (vehicles.csv)", interactive=False, wrap=True, elem_id="zip-vehicles"
+    )
     report = gr.Dataframe(headers=ZIP_HEADERS, label="Per-photo report", interactive=False, wrap=True)
     with gr.Accordion("Summary (JSON)", open=False):
         summary = gr.JSON(label="Summary")
@@ -77,6 +107,7 @@ def zip_tab(service: CarDamageApp) -> None:
         api_name="analyze_zip", concurrency_id="zip", concurrency_limit=1, validator=service.zip_queue_check,
     )  # fmt: skip
     event.success(service.report_page, inputs=results, outputs=report_page, api_visibility="private")
+    event.success(service.vehicles_table, inputs=summary, outputs=vehicles, api_visibility="private")
 
 
 def models_panel(service: CarDamageApp, banner: gr.Markdown) -> dict[str, Any]:
@@ -109,11 +140,14 @@ def create_demo(service: CarDamageApp, examples: list[str] | None = None) -> gr.
 CSS = """
 #model-banner { border: 1px solid #f59e0b; background: rgba(245, 158, 11, 0.12); border-radius: 8px; padding: 0 12px; }
 #verdict p { font-size: 1.2em; font-weight: 600; }
+/* The whole annotated photo, letterboxed below its label and buttons (which float over the image otherwise). */
+#annotated .image-frame { box-sizing: border-box; padding-top: 2.5rem; }
+#annotated .image-frame img { object-fit: contain; }
 """
 LAUNCH_OPTIONS: dict[str, Any] = {
     "max_file_size": MAX_FILE_SIZE,
     "footer_links": ["api", "gradio", "settings"],
     "run_history": False,  # a run history would keep visitors' photos (licence plates) in their browsers
-    "mcp_server": True,  # /analyze_image as a tool for assistants, at /gradio_api/mcp
+    "mcp_server": True,  # /analyze_image, /analyze_vehicle, /analyze_zip as tools for assistants, at /gradio_api/mcp
     "css": CSS,
 }

@@ -7,20 +7,24 @@ import zipfile
 from typing import Any
 
 import gradio as gr
+import numpy as np
 from PIL import Image
 
 import pipeline
+from pipeline.results import VEHICLE_COLUMNS
 
 from . import config
 from .jobs import JobFolders
 from .status import ModelStatus, banner_markdown, models_markdown
-from .text import public_text, summary_markdown
+from .text import public_text, summary_markdown, vehicle_markdown
 
 DAMAGE_HEADERS = ["part", "type", "severity", "area %", "confidence", "box (x1, y1, x2, y2)"]
 ZIP_HEADERS = [
     "file", "status", "message", "is_car", "car_score", "is_damaged", "damage_score",
     "damage_count", "damage_classes", "damage_area_pct", "severity", "damaged_parts",
 ]  # fmt: skip
+PART_HEADERS = ["part", "worst grade", "best photo", "confidence"]
+VEHICLE_HEADERS = list(VEHICLE_COLUMNS)
 
 
 def client_gone() -> bool:
@@ -102,9 +106,11 @@ class CarDamageApp:
         table = {"headers": DAMAGE_HEADERS, "data": damages}
         return analysis.summary, confidences, pipeline.annotate(analysis), table, result
 
-    def analyze_example(self, image: str) -> tuple[str, dict[str, float], Image.Image, dict[str, Any], dict[str, Any]]:
-        """An example photo with the app's default thresholds (its result is cached)."""
-        return self.analyze_image(image)
+    def analyze_example(self, image: str) -> tuple[Any, ...]:
+        """An example photo with the app's default thresholds, and its before / after (the result is cached
+        whole, so the slider shows the example too)."""
+        *answer, annotated, damages, result = self.analyze_image(image)
+        return (*answer, annotated, damages, result, self.before_after(image, np.asarray(annotated)))
 
     def analyze_zip(
         self,
@@ -151,6 +157,54 @@ class CarDamageApp:
         table = {"headers": ZIP_HEADERS, "data": [[getattr(row, c) for c in ZIP_HEADERS] for row in batch.rows]}
         summary = batch.summary
         return str(batch.archive), summary_markdown(summary), table, _gallery(batch), summary.to_dict()
+
+    def analyze_vehicle(
+        self,
+        photos: list[str] | None,
+        car_threshold: float | None = None,
+        damage_threshold: float | None = None,
+        mask_threshold: float | None = None,
+        always_segment: bool | None = None,
+    ) -> tuple[str, dict[str, Any], list[tuple[Image.Image, str]], dict[str, Any]]:
+        """Analyse several photos of ONE vehicle (every angle of the same car) and answer for the vehicle: is it
+        damaged, how badly at worst (minor / moderate / severe), which parts are damaged, each with its worst grade
+        and the photo that shows it best; plus each photo's own result. Use /analyze_image for a single photo.
+        Leave the thresholds out to use the app's defaults.
+
+        Args:
+            photos: the vehicle's photos (1 to 30 files: JPEG, PNG, WebP, HEIC, BMP, GIF or TIFF), uploaded; a photo
+                that cannot be read is reported in its own result and the others still count.
+            car_threshold: minimum car probability (0-1) to call a photo a car; lower finds more close-ups.
+            damage_threshold: minimum damage probability (0-1) to call a photo's car damaged.
+            mask_threshold: minimum confidence (0-1) of a damaged area to outline it.
+            always_segment: also outline possible damage on cars judged undamaged.
+
+        Returns:
+            summary: the vehicle's answer for people (Markdown): damaged or not, worst severity, damaged parts.
+            parts: one row per damaged part: part, worst grade, best photo (file name), confidence there.
+            gallery: each analysed photo with masks drawn, captioned with its file name and verdict.
+            result: the answer as JSON: {"vehicle": {vehicle, photos (analysed), photos_with_car, damaged (true /
+                false / null when no photo could be analysed), severity (worst grade or ""), damaged_parts,
+                damage_count, best_photo, photos_not_analysed, parts: [{part, severity, best_photo, score}],
+                files}, "photos": [{file, status ("ok" or "error"), message, and for an analysed photo: is_car,
+                car_score, is_damaged, damage_score, severity, damaged_parts, damages, summary, ...}]}.
+        """
+        if not photos:
+            raise gr.Error("Upload the vehicle's photos first.")
+        settings = self._settings(car_threshold, damage_threshold, mask_threshold, always_segment)
+        try:
+            result = pipeline.analyze_vehicle(photos, settings)
+        except pipeline.PipelineError as exc:  # too many photos, or a model that cannot be loaded
+            raise gr.Error(public_text(str(exc))) from None
+        parts = [[p.name, p.severity, p.best_photo, round(p.score, 3)] for p in result.row.parts]
+        table = {"headers": PART_HEADERS, "data": parts}
+        answer = result.to_dict() | {"models": _model_names(settings)}
+        return vehicle_markdown(result), table, _vehicle_gallery(result), answer
+
+    def vehicles_table(self, summary: dict[str, Any] | None) -> dict[str, Any]:
+        """The zip's vehicles (vehicles.csv's columns) out of its summary, for the table above the per-file one."""
+        vehicles = (summary or {}).get("vehicles") or []
+        return {"headers": VEHICLE_HEADERS, "data": [[v.get(c) for c in VEHICLE_HEADERS] for v in vehicles]}
 
     def before_after(self, photo: str | None, annotated: Any) -> tuple[Image.Image, Image.Image] | None:
         """The photo as analysed beside its overlay, for the page's slider (decoded again: a few tens of ms at
@@ -205,4 +259,15 @@ def _gallery(batch: pipeline.BatchResult) -> list[tuple[Image.Image, str]]:
                 thumb = image.convert("RGB")
             thumb.thumbnail((768, 768))
             items.append((thumb, f"{row.file}: {row.message}"))
+    return items
+
+
+def _vehicle_gallery(result: pipeline.VehicleResult) -> list[tuple[Image.Image, str]]:
+    """Each analysed photo of a vehicle, annotated (longest side at most 1024 px), with its verdict."""
+    items = []
+    for photo in result.photos:
+        if photo.analysis is not None:
+            image = pipeline.annotate(photo.analysis)
+            image.thumbnail((1024, 1024))
+            items.append((image, f"{photo.file}: {photo.analysis.summary}"))
     return items

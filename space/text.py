@@ -10,7 +10,9 @@ DESCRIPTION = """\
 # 🚗 Car damage detection
 Upload a photo: is there a car, is it damaged, how badly, where (instance masks of dents, scratches, ...) and on
 which part. Upload a zip of photos to get every photo annotated plus a report to file (report.html, report.csv).
-The API (link at the bottom) exposes `/analyze_image` and `/analyze_zip`; the Space is also an MCP server.
+Several photos of one vehicle give one answer for the vehicle (its damaged parts, their worst grade, the best
+photo of each). The API (link at the bottom) exposes `/analyze_image`, `/analyze_vehicle` and `/analyze_zip`; the
+Space is also an MCP server.
 """
 
 
@@ -46,5 +48,29 @@ def summary_markdown(summary: pipeline.Summary) -> str:
     if summary.failures:
         text += "\n\n**Not processed:**\n" + "\n".join(
             f"- {md_escape(f['file'])} ({f['status']}): {md_escape(f['message'])}" for f in summary.failures
+        )
+    return text
+
+
+def vehicle_markdown(result: pipeline.VehicleResult) -> str:
+    """The vehicle's answer for people: the verdict over its photos, its parts, and each photo not analysed."""
+    row = result.row
+    damaged = sum(p.analysis is not None and p.analysis.is_damaged for p in result.photos)
+    if row.damaged is None:
+        text = "**No photo could be analysed.**"
+    elif row.damaged:
+        grade = f" · worst severity: **{row.severity}**" if row.severity else ""
+        areas = f"{row.damage_count} damaged area(s)"
+        text = f"**Damaged vehicle**: {damaged} of {row.photos} photos show damage{grade} · {areas}"
+    else:
+        text = f"**No damage found** on {row.photos} photo(s) ({row.photos_with_car} with a car)"
+    if row.parts:
+        text += "\n\nDamaged parts: " + ", ".join(md_escape(part.label) for part in row.parts)
+    elif row.most_damaged_photo:
+        text += f"\n\nMost clearly damaged on: {md_escape(row.most_damaged_photo)}"
+    failed = [p for p in result.photos if p.analysis is None]
+    if failed:
+        text += "\n\n**Not analysed:**\n" + "\n".join(
+            f"- {md_escape(p.file)}: {md_escape(public_text(p.message))}" for p in failed
         )
     return text

@@ -1,4 +1,4 @@
-"""The Space: both named endpoints through gradio_client on a live local server, with tiny offline models."""
+"""The Space: the named endpoints through gradio_client on a live local server, with tiny offline models."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def client(server, tmp_path_factory) -> Client:
 def test_api_lists_both_named_endpoints_with_docs(client):
     api = client.view_api(return_format="dict", print_info=False)
     named = api["named_endpoints"]
-    assert set(named) == {"/analyze_image", "/analyze_zip"}
+    assert set(named) == {"/analyze_image", "/analyze_vehicle", "/analyze_zip"}
     image_params = [p["parameter_name"] for p in named["/analyze_image"]["parameters"]]
     assert image_params == ["image", "car_threshold", "damage_threshold", "mask_threshold", "always_segment"]
     assert all(p["parameter_has_default"] for p in named["/analyze_image"]["parameters"][1:])
@@ -94,6 +94,10 @@ def test_api_lists_both_named_endpoints_with_docs(client):
     assert zip_params[0] == "archive" and "progress" not in zip_params
     assert named["/analyze_image"]["description"].startswith("Analyse one photo")
     assert named["/analyze_zip"]["description"].startswith("Analyse every photo in a zip")
+    vehicle_params = [p["parameter_name"] for p in named["/analyze_vehicle"]["parameters"]]
+    assert vehicle_params == ["photos", "car_threshold", "damage_threshold", "mask_threshold", "always_segment"]
+    assert all(p["parameter_has_default"] for p in named["/analyze_vehicle"]["parameters"][1:])
+    assert named["/analyze_vehicle"]["description"].startswith("Analyse several photos of ONE vehicle")
 
 
 def test_analyze_image_endpoint(client, tmp_path):
@@ -115,8 +119,13 @@ def test_analyze_image_endpoint(client, tmp_path):
 
 def test_thresholds_reach_the_pipeline(client, tmp_path):
     photo = write_photo(tmp_path / "car.jpg", 64, 64)
-    *_, damages, result = client.predict(handle_file(photo), 0.5, 0.5, 0.9999, False, api_name="/analyze_image")
+    summary, *_, damages, result = client.predict(
+        handle_file(photo), 0.5, 0.5, 0.9999, False, api_name="/analyze_image"
+    )
     assert result["segmented"] and result["damage_count"] == 0 and damages["data"] == []
+    # damaged, nothing outlined: the verdict (and grade) stand, and the sentence says why nothing is drawn
+    assert summary.startswith("Damaged car (car ")
+    assert summary.endswith("No area outlined above the mask threshold 0.9999.")
 
 
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
@@ -146,6 +155,48 @@ def test_analyze_zip_endpoint(client, tmp_path):
     assert rows["notes.txt"]["status"] == "skipped" and rows["broken.jpg"]["status"] == "error"
     assert [item["caption"].split(":")[0] for item in gallery] == ["front.jpg", "side.png", "lot/rear.jpg"]
     assert all(Path(item["image"]).exists() for item in gallery)
+
+
+def test_analyze_vehicle_endpoint(client, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    photos = [write_photo(tmp_path / "front.jpg", 160, 96, 1), write_photo(tmp_path / "rear.jpg", 120, 80, 2), broken]
+    summary, parts, gallery, result = client.predict(
+        photos=[handle_file(photo) for photo in photos], mask_threshold=0.2, api_name="/analyze_vehicle"
+    )
+    vehicle, answers = result["vehicle"], result["photos"]
+    assert vehicle["photos"] == 2 and vehicle["photos_not_analysed"] == 1 and vehicle["damaged"] is True
+    assert vehicle["files"] == ["front.jpg", "rear.jpg", "broken.jpg"] and vehicle["damage_count"] >= 1
+    assert vehicle["best_photo"] in ("front.jpg", "rear.jpg")  # no part model: the most surely damaged photo
+    assert [(a["file"], a["status"]) for a in answers] == [
+        ("front.jpg", "ok"),
+        ("rear.jpg", "ok"),
+        ("broken.jpg", "error"),
+    ]
+    assert answers[0]["is_damaged"] is True and (answers[0]["width"], answers[0]["height"]) == (160, 96)
+    assert answers[2]["message"] and "\n" not in answers[2]["message"]
+    assert "Damaged vehicle" in summary and "2 of 2 photos" in summary and "broken.jpg" in summary
+    assert parts["headers"] == ["part", "worst grade", "best photo", "confidence"] and parts["data"] == []
+    assert [item["caption"].split(":")[0] for item in gallery] == ["front.jpg", "rear.jpg"]
+    assert set(result["models"]) == {"car", "damage", "segmenter"}
+
+
+def test_analyze_vehicle_refuses_urls_and_nothing(client, settings_factory):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="not fetched from URLs"):
+        client.predict([handle_file("http://127.0.0.1:9/car.jpg")], api_name="/analyze_vehicle")
+    with pytest.raises(gr.Error, match="Upload the vehicle's photos"):
+        app.CarDamageApp(settings_factory()).analyze_vehicle([])
+
+
+def test_mcp_lists_the_vehicle_tool_with_a_usable_description(server):
+    with urllib.request.urlopen(f"{server.url}gradio_api/mcp/schema", timeout=30) as response:
+        tools = {tool["name"]: tool for tool in json.loads(response.read())}
+    name = next(name for name in tools if name.endswith("analyze_vehicle"))
+    tool = tools[name]
+    assert "several photos of ONE vehicle" in tool["description"] and "best photo" in tool["description"]
+    assert "photos" in json.dumps(tool["inputSchema"])
 
 
 def test_a_refused_zip_is_a_friendly_error(client, tmp_path):
@@ -183,8 +234,11 @@ def test_readme_api_examples_work_as_written(server, tmp_path, monkeypatch, caps
     blocks = readme_api_examples()
     if not blocks:
         pytest.skip("no gradio_client examples in README.md or APP_NOTES.md")
-    assert {"/analyze_image", "/analyze_zip"} <= {m for b in blocks for m in re.findall(r'api_name="([^"]+)"', b)}
+    endpoints = {m for b in blocks for m in re.findall(r'api_name="([^"]+)"', b)}
+    assert {"/analyze_image", "/analyze_vehicle", "/analyze_zip"} <= endpoints
     write_photo(tmp_path / "car.jpg", 160, 96)
+    write_photo(tmp_path / "front.jpg", 160, 96, 1)
+    write_photo(tmp_path / "rear.jpg", 120, 80, 2)
     write_zip(tmp_path / "photos.zip")
     monkeypatch.chdir(tmp_path)
     for code in blocks:
@@ -193,6 +247,7 @@ def test_readme_api_examples_work_as_written(server, tmp_path, monkeypatch, caps
         exec(compile(code, "README example", "exec"), {})
     printed = capsys.readouterr().out
     assert "Damaged car" in printed and "photos-results.zip" in printed and "notes.txt skipped" in printed
+    assert "damaged: True" in printed and "front.jpg ok" in printed
 
 
 # ---------------------------------------------------------------- the functions behind the endpoints

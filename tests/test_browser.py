@@ -104,6 +104,7 @@ def test_photo_and_zip_through_the_page(page, url, shots, tmp_path):
     expect(page.locator("#zip-summary")).to_contain_text("notes.txt")
     expect(page.locator("#gallery img")).to_have_count(3)
     expect(page.locator("#zip-report")).to_contain_text("report.html")  # the report to file, linked on its own
+    expect(page.locator("#zip-vehicles")).to_contain_text("lot")  # vehicles.csv: the folder lot/ is one vehicle
     page.screenshot(path=shots / "zip-tab.png", full_page=True)
 
     with page.expect_download() as download:
@@ -128,3 +129,52 @@ def test_bad_segmenter_path_shows_a_banner(page, shots, monkeypatch, car_imagene
         expect(page.get_by_role("button", name="Analyze photo")).to_be_enabled()  # the app still works
         expect(page.locator("#photo-examples")).to_have_count(0)  # no examples: no examples block
         page.screenshot(path=shots / "model-banner.png", full_page=True)
+
+
+WHOLE_PHOTO_JS = """() => {
+    const img = document.querySelector('#annotated img'), block = document.querySelector('#annotated');
+    const box = img.getBoundingClientRect(), outer = block.getBoundingClientRect();
+    const label = block.querySelector('label, [data-testid=block-label]')?.getBoundingClientRect();
+    const fit = getComputedStyle(img).objectFit, scale = Math.min(box.width / img.naturalWidth,
+        fit === 'scale-down' ? 1 : Infinity, box.height / img.naturalHeight);
+    const w = img.naturalWidth * scale, h = img.naturalHeight * scale;  // the photo as drawn in its box
+    const left = box.left + (box.width - w) / 2, top = box.top + (box.height - h) / 2;
+    return {fit, w, h, inside: left >= outer.left - 0.5 && top >= outer.top - 0.5 && left + w <= outer.right + 0.5
+        && top + h <= outer.bottom + 0.5, belowLabel: !label || top >= label.bottom - 0.5};
+}"""
+
+
+def test_the_annotated_photo_is_whole_and_the_slider_follows_examples(page, url, tmp_path):
+    """The annotated photo is drawn whole (no edge cut by its frame or hidden under its label); an example's
+    verdict comes with the example's own before / after."""
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    page.locator("#photo-input input[type=file]").set_input_files(write_photo(tmp_path / "car.jpg", 800, 532))
+    page.get_by_role("button", name="Analyze photo").click()
+    page.wait_for_function("() => document.querySelector('#annotated img')?.naturalWidth === 800")
+    drawn = page.evaluate(WHOLE_PHOTO_JS)
+    assert drawn["fit"] in ("contain", "scale-down") and drawn["inside"] and drawn["belowLabel"], drawn
+    assert abs(drawn["w"] / drawn["h"] - 800 / 532) < 0.01, drawn
+    slider = "[...document.querySelectorAll('#before-after img')]"
+    page.wait_for_function(f"() => {slider}.length >= 2 && {slider}.every(i => i.naturalWidth === 800)")
+
+    page.locator("#photo-examples img").first.click()  # the example is 200 x 120
+    page.wait_for_function("() => document.querySelector('#annotated img')?.naturalWidth === 200")
+    expect(page.locator("#verdict")).to_contain_text("Damaged car")
+    page.wait_for_function(
+        f"() => {slider}.length >= 2 && {slider}.every(i => i.naturalWidth === 200 && i.naturalHeight === 120)"
+    )
+
+
+def test_several_photos_of_one_vehicle(page, url, tmp_path):
+    from playwright.sync_api import expect
+
+    page.goto(url)
+    photos = [write_photo(tmp_path / "front.jpg", 160, 96, 1), write_photo(tmp_path / "rear.jpg", 120, 80, 2)]
+    page.locator("#vehicle-input input[type=file]").set_input_files(photos)
+    expect(page.locator("#vehicle-input")).to_contain_text("rear")
+    page.get_by_role("button", name="Analyze vehicle").click()
+    expect(page.locator("#vehicle-summary")).to_contain_text("Damaged vehicle")
+    expect(page.locator("#vehicle-summary")).to_contain_text("2 of 2 photos")
+    expect(page.locator("#vehicle-gallery img")).to_have_count(2)
