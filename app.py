@@ -11,6 +11,7 @@ import argparse
 import logging
 
 import pipeline
+from pipeline.settings import MODELS_FLAG_HELP
 from space.config import EXAMPLES_DIR, EXAMPLES_REPO
 from space.examples import fetch_examples_repo, find_examples
 from space.page import LAUNCH_OPTIONS, create_demo
@@ -28,7 +29,7 @@ def space_settings(profile: str | None = None) -> pipeline.Settings:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Car damage detection: the Gradio app.")
-    parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (default: MODELS_PROFILE, env vars)")
+    parser.add_argument("--models", metavar="PROFILE", help=MODELS_FLAG_HELP)
     parser.add_argument("--share", action="store_true", help="also serve a public gradio.live link")
     parser.add_argument("--host", help="address to listen on (default: GRADIO_SERVER_NAME or 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default: GRADIO_SERVER_PORT or the first free from 7860)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from .batch import BatchResult, JobControl, process_inputs
 from .errors import PipelineError
 from .results import Status
-from .settings import PRECISIONS, Settings, Thresholds
+from .settings import MODELS_FLAG_HELP, PRECISIONS, Settings, Thresholds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photos, folders, zips (ray: + lists of paths/URIs)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
-    parser.add_argument("--models", metavar="PROFILE", help="TOML model profile (see README)")
+    parser.add_argument("--models", metavar="PROFILE", help=MODELS_FLAG_HELP)
     for name, default, meta in Thresholds.controls():  # the same thresholds as the app's controls
         if isinstance(default, bool):
             parser.add_argument(meta["flag"], dest=name, action="store_true", default=None, help=meta["help"])

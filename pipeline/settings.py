@@ -35,6 +35,7 @@ PROFILE_ENV_VAR = "MODELS_PROFILE"
 RELEASE_PROFILE = Path(__file__).resolve().parents[1] / "models" / "profile.toml"
 # The profile name of the public Hub models (the dataclass defaults below): `--models hub`, MODELS_PROFILE=hub.
 HUB_PROFILE = "hub"
+MODELS_FLAG_HELP = f"TOML model profile, or '{HUB_PROFILE}' (default: {PROFILE_ENV_VAR}, else the release in models/)"
 CALIBRATION_ENV_VAR = "CALIBRATION_PHOTOS"
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 SEG_BACKENDS = ("auto", "torch", "openvino")

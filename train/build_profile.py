@@ -49,11 +49,11 @@ class BuildArguments:
     shared: str = field(default="../shared", metadata={"help": "the shared data and models folder"})
     out: str = field(default="models/offline")
     minutes: float = field(
-        default=62.0,
+        default=80.0,
         metadata={"help": "wall-clock budget of the trainings together (preparing and evaluating take ~20 more)"},
     )
-    seg_share: float = field(default=0.5, metadata={"help": "fraction of --minutes for the damage segmenter"})
-    clf_share: float = field(default=0.3, metadata={"help": "... for the damage classifier(s)"})
+    seg_share: float = field(default=0.55, metadata={"help": "fraction of --minutes for the damage segmenter"})
+    clf_share: float = field(default=0.25, metadata={"help": "... for the damage classifier(s)"})
     parts_share: float = field(default=0.2, metadata={"help": "... for the part segmenter"})
     damage_model: str = field(
         default="graded",
@@ -62,10 +62,12 @@ class BuildArguments:
     )  # fmt: skip
     severity_share: float = field(default=0.4, metadata={"help": "two models: the grade model's part of clf_share"})
     seg_imgsz: int = field(default=512, metadata={"help": "training size; the profile runs the segmenter at it"})
-    seg_classes: str = field(default="damage", metadata={"choices": ["damage", "type", "grade_type"]})
+    # type: dent / scratch / broken (lensor) + damage (nm / pd): the release's classes (a resumed run must keep them)
+    seg_classes: str = field(default="type", metadata={"choices": ["damage", "type", "grade_type"]})
     seg_backgrounds: int = field(default=60, metadata={"help": "undamaged cars (empty labels) in its training"})
     seg_copies: str = field(default='{"nm": 4, "pd": 4}', metadata={"help": "JSON: oversampling per source"})
-    # Ultralytics' optimizer defaults: nbs 16 with one warm-up epoch made both kinds worse (docs/training-2026-11-28.md, run B)
+    # Ultralytics' optimizer defaults: nbs 16 with one warm-up epoch made both kinds worse
+    # (docs/training-2026-11-28.md, run B)
     seg_extra: str = field(
         default='{"close_mosaic": 2, "val": false}',
         metadata={"help": "JSON: Ultralytics training arguments of the damage segmenter"},
@@ -93,6 +95,11 @@ class BuildArguments:
                   "photos there, so no evaluation; the thresholds stay the resumed release's"},
     )  # fmt: skip
     prepare_only: bool = field(default=False, metadata={"help": "write the prepared folders (work/) and stop"})
+    keep_thresholds: bool = field(
+        default=False,
+        metadata={"help": "with --resume: the profile keeps the release's thresholds and rule (chosen on the held-out "
+                  "figures through the CLI: docs/training.md) instead of the build's own sweeps"},
+    )  # fmt: skip
     skip_segmenter: bool = field(default=False, metadata={"help": "reuse what is in --out"})
     skip_classifier: bool = field(default=False)
     skip_parts: bool = field(default=False)
@@ -399,6 +406,8 @@ def build(args: BuildArguments) -> Path:
         car = Path(args.resume).resolve() / "car-check" if args.resume else shared / CAR_MODEL
     else:
         results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
+        if args.keep_thresholds and args.resume:
+            results |= {k: v for k, v in carried_thresholds(args).items() if k != "headline"}
     profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),

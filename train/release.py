@@ -113,7 +113,7 @@ def updated_state(previous: dict, build_summary: dict, when: str) -> dict:
         if not model.build_path:
             continue
         entry = dict(state["models"].get(model.folder, {"epochs": 0, "train_hours": 0.0}))
-        entry["epochs"] = entry.get("epochs", 0) + int(run["epochs"].get(model.folder, 0))
+        entry["epochs"] = round(entry.get("epochs", 0) + float(run["epochs"].get(model.folder, 0)), 2)
         seconds = _training_seconds(model.folder, run["timings_s"])
         entry["train_hours"] = round(entry.get("train_hours", 0.0) + seconds / 3600, 3)
         state["models"][model.folder] = entry

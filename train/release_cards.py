@@ -9,7 +9,7 @@ from pathlib import Path
 from train.release_models import DATASETS, RELEASE, ReleaseModel
 
 TRAIN_COMMAND = (
-    "python -m train.build_profile --shared ../shared --out BUILD --resume models  # (the first run: no --resume)\n"
+    "python -m train.build_profile --shared ../shared --out BUILD --resume models --keep_thresholds\n"
     "python -m train.release_eval --shared ../shared --work BUILD/work --profile BUILD/profile.toml --out eval.json\n"
     "python -m train.release --build BUILD --out models --evaluation eval.json"
 )
