@@ -178,3 +178,27 @@ def test_several_photos_of_one_vehicle(page, url, tmp_path):
     expect(page.locator("#vehicle-summary")).to_contain_text("Damaged vehicle")
     expect(page.locator("#vehicle-summary")).to_contain_text("2 of 2 photos")
     expect(page.locator("#vehicle-gallery img")).to_have_count(2)
+
+
+def test_report_html_opens_with_the_vehicles(browser, monkeypatch, settings_factory, tmp_path, shots):
+    """report.html as a person opens it: one section per vehicle first (a folder named like markup is text),
+    then the per-photo sections."""
+    from tests.test_vehicles import FLEET, _by_colour, _jpeg, zips
+
+    monkeypatch.setattr("pipeline.batch.analyze_photos", _by_colour)  # known answers by photo colour
+    entries = [(name, _jpeg(colour)) for name, colour in [*FLEET, ("<img src=x onerror=alert(1)>/a.jpg", FLEET[1][1])]]
+    archive = zips.with_entries(tmp_path / "fleet.zip", entries)
+    result = pipeline.process_zip(archive, tmp_path / "out", settings_factory())
+    with zipfile.ZipFile(result.archive) as opened:
+        report = tmp_path / "report.html"
+        report.write_bytes(opened.read("report.html"))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.goto(report.as_uri())
+    classes = page.locator("section").evaluate_all("sections => sections.map(s => s.className)")
+    assert classes[:4] == ["vehicle"] * 4 and len(classes) == 4 + 8 and "vehicle" not in classes[4:], classes
+    headings = page.locator("section.vehicle h2").all_inner_texts()
+    assert "Vehicle <img src=x onerror=alert(1)>" in headings and not dialogs  # shown as text, never run
+    page.screenshot(path=str(shots / "report-vehicles.png"), full_page=True)
+    page.close()
