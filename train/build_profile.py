@@ -30,6 +30,7 @@ from pathlib import Path
 from train import build_data
 from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
 from train.compact import compact_data
+from train.release_models import CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER, RELEASE, YOLO_WEIGHTS
 from train.sources import GRADES
 
 # ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
@@ -197,7 +198,7 @@ def train_image_classifier(
         output_dir=str(run_dir), learning_rate=args.clf_learning_rate, num_train_epochs=args.clf_epochs,
         eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed, **gpu,
     )  # fmt: skip
-    base = start_of(args, "damage-classifier", Path(args.shared).resolve() / CAR_MODEL)
+    base = start_of(args, DAMAGE_CLASSIFIER, Path(args.shared).resolve() / CAR_MODEL)
     train_classifier(
         ModelArguments(str(base), freeze_fraction=args.clf_freeze_fraction),
         DataArguments(
@@ -224,7 +225,7 @@ def start_of(args: BuildArguments, release_folder: str, base: Path) -> Path:
     if not args.resume:
         return base
     folder = Path(args.resume).resolve() / release_folder
-    weights = folder / "model.pt"
+    weights = folder / YOLO_WEIGHTS
     return weights if weights.is_file() else folder
 
 
@@ -315,13 +316,13 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
         seg_minutes = args.minutes * args.seg_share
         train_yolo(
             args, data["seg"].data_yaml, out / "segmenter", args.seg_imgsz, seg_minutes, args.seg_extra,
-            "damage-segmenter",
+            DAMAGE_SEGMENTER,
         )  # fmt: skip
         lap("train_segmenter")
     models["parts"] = "parts/best.pt"
     if not args.skip_parts:
         part_minutes = args.minutes * args.parts_share
-        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra, "part-segmenter")
+        train_yolo(args, data["parts"], out / "parts", args.part_imgsz, part_minutes, args.part_extra, PART_SEGMENTER)
         lap("train_parts")
     return models
 
@@ -339,12 +340,11 @@ def copy_calibration_photos(seg_data_yaml: Path, out: Path, count: int, seed: in
 
 def epochs_trained(out: Path) -> dict[str, float]:
     """Release folder -> the epochs this run trained it (from each training's summary)."""
-    summaries = {"damage-classifier": "damage-classifier", "damage-segmenter": "segmenter", "part-segmenter": "parts"}
     epochs = {}
-    for release_folder, folder in summaries.items():
-        path = out / folder / "train_summary.json"
-        if path.is_file():
-            epochs[release_folder] = json.loads(path.read_text(encoding="utf-8")).get("epochs") or 0
+    for model in RELEASE:
+        path = out / model.build_folder / "train_summary.json"
+        if model.build_path and path.is_file():
+            epochs[model.folder] = json.loads(path.read_text(encoding="utf-8")).get("epochs") or 0
     return epochs
 
 
@@ -403,7 +403,7 @@ def build(args: BuildArguments) -> Path:
     models = train_models(args, data, work, out, laps)
     if args.compact:
         results = carried_thresholds(args)
-        car = Path(args.resume).resolve() / "car-check" if args.resume else shared / CAR_MODEL
+        car = Path(args.resume).resolve() / CAR_CHECK if args.resume else shared / CAR_MODEL
     else:
         results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
         if args.keep_thresholds and args.resume:

@@ -19,10 +19,7 @@ from pathlib import Path
 
 from train.release_cards import write_cards
 from train.release_models import (
-    DAMAGE_CLASSIFIER,
-    DAMAGE_SEGMENTER,
     EVALUATION_FILE,
-    PART_SEGMENTER,
     PROFILE_FILE,
     RELEASE,
     STATE_FILE,
@@ -114,16 +111,10 @@ def updated_state(previous: dict, build_summary: dict, when: str) -> dict:
             continue
         entry = dict(state["models"].get(model.folder, {"epochs": 0, "train_hours": 0.0}))
         entry["epochs"] = round(entry.get("epochs", 0) + float(run["epochs"].get(model.folder, 0)), 2)
-        seconds = _training_seconds(model.folder, run["timings_s"])
+        seconds = float(run["timings_s"].get(model.lap, 0.0))
         entry["train_hours"] = round(entry.get("train_hours", 0.0) + seconds / 3600, 3)
         state["models"][model.folder] = entry
     return state
-
-
-def _training_seconds(folder: str, timings: dict[str, float]) -> float:
-    key = {DAMAGE_CLASSIFIER: "train_damage_classifier", DAMAGE_SEGMENTER: "train_segmenter",
-           PART_SEGMENTER: "train_parts"}[folder]  # fmt: skip
-    return float(timings.get(key, 0.0))
 
 
 CURVE_HEADER = (

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from train.common import SOURCE_SEPARATOR, offline_env
+from train.release_masks import mask_figures, staged_name
 from train.sources import GRADES, HeldOutSplit, Sample
 
 # Kind of held-out photo -> its sources. Damaged kinds first: the damage check's positives.
@@ -96,13 +97,9 @@ def run_cli(photos: Path, out: Path, profile: str | None) -> tuple[list[dict], d
 
 
 def rows_by_photo(rows: list[dict], staged: dict[str, Photo]) -> dict[str, dict]:
-    """report.csv rows by the staged name (the CLI names a folder's files relative to it or with it)."""
-    found = {}
-    for row in rows:
-        name = next((n for n in staged if row["file"].replace("\\", "/").endswith(n)), None)
-        if name is not None and row["status"] == "ok":
-            found[name] = row
-    return found
+    """report.csv rows by the staged name (the CLI names each file under the input folder's name)."""
+    named = ((staged_name(row["file"]), row) for row in rows if row["status"] == "ok")
+    return {name: row for name, row in named if name in staged}
 
 
 def balanced_accuracy(positives: Sequence[bool], negatives: Sequence[bool]) -> float | None:
@@ -175,8 +172,6 @@ class EvalArguments:
 
 
 def evaluate_release(args: EvalArguments) -> dict:
-    from train.release_masks import mask_figures
-
     offline_env()
     shared, scratch = Path(args.shared).resolve(), Path(args.scratch)
     kinds = held_out_photos(shared, split_from(Path(args.work)), args.per_kind)

@@ -13,14 +13,15 @@ MASK_KINDS = ("nmpd", "lensor")
 DAMAGE_TYPES = ("dent", "scratch", "broken")
 
 
+def staged_name(file_name: str) -> str:
+    """The staged name (``kind/photo``) of a file the CLI names under the input folder (``photos/kind/photo``)."""
+    return "/".join(file_name.replace("\\", "/").split("/")[-2:])
+
+
 def _image_ids(coco: dict, staged: dict) -> dict[str, tuple[int, dict]]:
     """staged name -> (predictions.json image id, its image entry)."""
-    found = {}
-    for image in coco.get("images", []):
-        name = next((n for n in staged if image["file_name"].replace("\\", "/").endswith(n)), None)
-        if name is not None:
-            found[name] = (image["id"], image)
-    return found
+    names = ((staged_name(image["file_name"]), image) for image in coco.get("images", []))
+    return {name: (image["id"], image) for name, image in names if name in staged}
 
 
 def ground_truth(names: Sequence[str], staged: dict, ids: dict) -> dict:

@@ -4,6 +4,7 @@ the licence their source states. Data only: train.release packages, train.releas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 # Release folder -> how it is made. Names are the roles' names in the product, not the build's.
 CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER = (
@@ -63,6 +64,12 @@ class ReleaseModel:
     figures: tuple[str, ...]  # keys of the release evaluation shown in its card
     build_path: str = ""  # relative to the build folder ('' = the shared ImageNet model, shipped as it is)
     notes: str = ""
+    lap: str = ""  # the build's timing of its training (build_summary.json's timings_s)
+
+    @property
+    def build_folder(self) -> str:
+        """The build's folder of this model (its train_summary.json is there)."""
+        return Path(self.build_path).parts[0] if self.build_path else ""
 
 
 RELEASE = (
@@ -81,6 +88,7 @@ RELEASE = (
         ("damage_balanced_accuracy_vs_dsmlr", "damage_balanced_accuracy_vs_web", "severity_accuracy",
          "severity_graded_share"),
         build_path="damage-classifier",
+        lap="train_damage_classifier",
         notes="P(damaged) = 1 - P(whole); the grade is the likeliest of the three damaged labels. Weights stored in "
         "fp16 (the product runs them in float32).",
     ),
@@ -90,6 +98,7 @@ RELEASE = (
         ("nm", "pd", "lensor", "dsmlr", "web"), ("nm", "pd", "lensor", "vds"),
         ("mask_map50_nmpd", "mask_map50_lensor", "damaged_with_mask", "type_accuracy_lensor"),
         build_path="segmenter/best.pt",
+        lap="train_segmenter",
         notes="Classes dent, scratch, broken (from lensor's types) and damage (nm / pd polygons carry no type). "
         "dsmlr and web photos are undamaged backgrounds (empty labels).",
     ),
@@ -98,6 +107,7 @@ RELEASE = (
         "image-segmentation", "agpl-3.0", "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
         ("yb",), ("yb",), ("damaged_part_f1",),
         build_path="parts/best.pt",
+        lap="train_parts",
         notes="Classes bonnet, bumper, dickey (boot), door, fender, light, windshield. The product names each damage "
         "by the part mask it overlaps most.",
     ),
