@@ -1,11 +1,15 @@
-"""python -m bench: latency, zip throughput, memory and cold start, fast pipeline vs a naive baseline.
+"""python -m bench: latency, zip throughput, memory, cold start and accuracy, fast pipeline vs a naive baseline.
 
-Both run in the same process, on the same photos, with the default architectures at full size.
-Naive = fp32 everywhere, eager PyTorch, one photo at a time, no warm-up. Fast = the shipped defaults
-(precision "auto": int8 OpenVINO classifiers on VNNI CPUs, f32 OpenVINO elsewhere, bf16 with AMX; the f32 OpenVINO
-segmenter; batches; warm-up; the copies run without PyTorch). "precision int8" is the opt-in side: int8 classifiers
-and the static int8 segmenter, calibrated on other photos of the same set. Every stage runs on every photo (cascade
-off), so the cascade's skipping flatters no side. The int8 segmenter's drift is judged on trained segmenters.
+    python -m bench [--json bench.json] [--models hub | PROFILE] [--accuracy-photos 60]
+
+Both sides run in the same process, on the same photos, with the same models: by default the release in models/
+(what ships), ``--models hub`` the Hub architectures at full size (random-initialised when their weights are not
+cached: same graphs, same timings). Naive = fp32 everywhere, eager PyTorch, one photo at a time, the libraries' own
+pre-processing, no warm-up. Fast = the shipped defaults (precision "auto": the OpenVINO copies at the precision this
+CPU gets, docs/performance.md; batches; warm-up; the copies run without PyTorch). "precision int8" is the opt-in
+side: int8 classifiers and the static int8 segmenter, calibrated on other photos of the same set. Every stage runs
+on every photo (cascade off), so the cascade's skipping flatters no side. Accuracy: the fast precisions against
+fp32 on the release's held-out photos, scored against their labels (bench.accuracy).
 """
 
 from __future__ import annotations
@@ -24,49 +28,51 @@ from pathlib import Path
 import psutil
 
 from pipeline import Analysis, Settings, analyze, analyze_batch, load_models, process_zip
-from pipeline.decode import load_photo
+from pipeline.settings import ENV_VARS, PROFILE_ENV_VAR
 from pipeline.testing import instance_drift
 
-from .common import DEFAULT_MODEL_DIR, ROOT, SHARED, SHARED_PHOTOS, calibration_photos, machine, percentile, zip_of
+from .accuracy import accuracy_vs_fp32
+from .breakdown import stage_breakdown
+from .common import DEFAULT_MODEL_DIR, ROOT, calibration_photos, machine, percentile, zip_of
 from .common import photos as photos_of
-from .models import SHARED_IMAGENET, bench_settings
-
-DAMAGE_CLASSIFIER = ROOT / "models" / "offline" / "damage-classifier"
-OFFLINE_SEGMENTER = ROOT / "models" / "offline" / "segmenter" / "best.pt"
+from .models import chosen_settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=None, metavar="PROFILE", help="'hub', or a profile (default: the release)")
     parser.add_argument("--photos", type=int, default=30, help="photos for the latency figures")
     parser.add_argument("--zip-photos", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="auto", help="the fast side's precision (auto: what this CPU gets)")
+    parser.add_argument("--accuracy-photos", type=int, default=60, help="held-out photos of each kind (0: skip)")
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the figures here")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     args = parser.parse_args(argv)
 
-    base, origin = bench_settings(args.model_dir)
+    base, origin, profile = chosen_settings(args.models, args.model_dir)
     photos, photo_source = photos_of(args.photos)
     print(f"models: {origin}\nphotos: {len(photos)} from {photo_source}", file=sys.stderr)
     figures: dict[str, object] = {"machine": machine(), "models": origin, "photos": photo_source}
     figures["zip_photos"] = args.zip_photos
     with tempfile.TemporaryDirectory() as tmp:
         calibration = calibration_photos(photos, Path(tmp) / "calibration")
-        # The shipped path: the defaults, with calibration photos (the int8 segmenter where precision is int8).
-        fast = replace(base, cascade=False, batch_size=args.batch_size)
-        fast = fast.with_models(precision=args.precision, calibration_photos=calibration)
+        fast = replace(base, cascade=False, batch_size=args.batch_size).with_models(precision=args.precision)
         naive = replace(base.with_models(precision="fp32", seg_backend="torch"), cascade=False, batch_size=1)
         source = zip_of(photos, args.zip_photos, Path(tmp) / "photos.zip")
         # The fast pipeline first, in a process holding only its own models (the zip's RSS is then its own).
         figures["fast"], fast_results = _measure(fast, photos, source, Path(tmp) / "fast")
-        int8 = fast.with_models(precision="int8")  # opt-in: int8 classifiers and the static int8 segmenter
+        figures["stages_ms_a_photo"] = stage_breakdown(fast, photos)
+        int8 = fast.with_models(precision="int8", calibration_photos=calibration)  # opt-in: + static int8 segmenter
         figures["int8_opt_in"], _ = _measure(int8, photos, source, Path(tmp) / "int8")
         figures["naive"], naive_results = _measure(naive, photos, source, Path(tmp) / "naive", batched=False)
         figures["interleaved"] = _interleaved(fast, naive, photos)
-        figures |= _trained_segmenter_drift(photos, calibration, args.precision)
-    figures |= _ratios(figures) | _agreement(naive_results, fast_results) | _real_model_agreement(photos)
-    figures["cold_start_s"] = _cold_start(fast, photos[0])
-    figures["naive_cold_start_s"] = _cold_start(naive, photos[0])
+    figures |= _ratios(figures) | _agreement(naive_results, fast_results)
+    figures["peak_rss_mb"] = figures["fast"]["peak_rss_mb"]
+    figures["cold_start_s"] = _cold_start(fast, profile, photos[0])
+    figures["naive_cold_start_s"] = _cold_start(naive, profile, photos[0])
+    if args.accuracy_photos:
+        figures |= accuracy_vs_fp32(profile, args.accuracy_photos)
     print(_table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
@@ -185,8 +191,8 @@ def _zip_run(settings: Settings, source: Path, out: Path) -> dict[str, object]:
     }
 
 
-def _cold_start(settings: Settings, photo_path) -> float:
-    """A fresh interpreter: import, load the three models (cached weights), warm up, answer one photo."""
+def _cold_start(settings: Settings, profile: str, photo_path) -> float:
+    """A fresh interpreter: import, load the models (cached weights and copies), warm up, answer one photo."""
     code = (
         "import sys, time; t = time.perf_counter()\n"
         "from pipeline import Settings, load_models, analyze\n"
@@ -195,17 +201,12 @@ def _cold_start(settings: Settings, photo_path) -> float:
         "analyze(sys.argv[3], s)\n"
         "print(time.perf_counter() - t)\n"
     )
-    env = os.environ | {
-        "CAR_MODEL": settings.models.car.id,
-        "DAMAGE_MODEL": settings.models.damage.id,
-        "SEG_MODEL": settings.models.segmenter.id,
-    }
-    if settings.models.calibration_photos:
-        env["CALIBRATION_PHOTOS"] = str(settings.models.calibration_photos)
+    models = settings.models.refs()
+    env = os.environ | {PROFILE_ENV_VAR: profile} | {ENV_VARS[role]: ref.id for role, ref in models.items()}
     if not isinstance(photo_path, (str, Path)):
         return float("nan")
     began = time.perf_counter()
-    out = subprocess.run(
+    subprocess.run(
         [sys.executable, "-c", code, settings.models.precision, settings.models.seg_backend, str(photo_path)],
         capture_output=True,
         text=True,
@@ -213,7 +214,6 @@ def _cold_start(settings: Settings, photo_path) -> float:
         cwd=ROOT,
         check=True,
     )
-    del out
     return round(time.perf_counter() - began, 2)
 
 
@@ -227,80 +227,6 @@ def _agreement(exact: list[Analysis], fast: list[Analysis]) -> dict[str, object]
         "verdicts_same_as_fp32": f"{sum(same)}/{len(same)}",
         "max_score_change_vs_fp32": round(max(drift), 4),
         **instance_drift([a.detections for a in exact], [b.detections for b in fast]),
-    }
-
-
-def _trained_segmenter_drift(photos: list, calibration: Path, precision: str) -> dict[str, object]:
-    """Random segmenters' instances are noise near their threshold, so the int8 segmenter's drift is judged on
-    trained ones, PyTorch fp32 vs the static int8 copy, each calibrated on 32 photos like its uploads and judged on
-    120 others: the offline profile's damage segmenter (calibrated on the profile's own calibration photos, as the
-    Space runs it) on vds-severity val photos (held out of its training by the build) at the profile's size and
-    mask threshold; and the shared YOLO11n-seg vehicles checkpoint on web-whole-cars + dsmlr photos at 0.25."""
-    del photos, calibration, precision  # the benchmark's random-model photos say nothing here
-    figures = {}
-    profile = OFFLINE_SEGMENTER.parents[1] / "profile.toml"
-    if OFFLINE_SEGMENTER.is_file() and profile.is_file():
-        settings = Settings.from_env(profile)
-        held_out = sorted((SHARED_PHOTOS / "val").glob("*/*.jpg"))[::3][:120]
-        size, conf = settings.models.seg_image_size, settings.thresholds.mask
-        if held_out and settings.models.calibration_photos:
-            drift = _int8_drift(OFFLINE_SEGMENTER, size, held_out, settings.models.calibration_photos, conf)
-            figures["int8_drift_offline_damage_segmenter"] = drift | {"photos": len(held_out), "conf": conf}
-    vehicles = SHARED / "models" / "yolo11n-seg-vehicles" / "yolo11n-seg-vehicles.pt"
-    pool = sorted((SHARED / "data" / "web-whole-cars").glob("*.jpg")) + sorted(
-        (SHARED / "data" / "dsmlr-carparts" / "JPEGImages").glob("*.jpg")
-    )
-    if vehicles.is_file() and len(pool) > 160:
-        judged, others = pool[::7][:120], [p for p in pool if p not in set(pool[::7][:120])][::17][:32]
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            for i, source in enumerate(others):
-                (folder / f"{i:02d}.jpg").symlink_to(source.resolve())
-            drift = _int8_drift(vehicles, 640, judged, folder, 0.25)
-        figures["int8_drift_shared_vehicles_segmenter"] = drift | {"photos": len(judged), "conf": 0.25}
-    return figures
-
-
-def _int8_drift(weights: Path, size: int, paths: list, calibration: Path, conf: float) -> dict[str, object]:
-    from pipeline import ModelRef
-    from pipeline.segment import Segmenter
-
-    ref, images = ModelRef(str(weights)), [load_photo(p) for p in paths]
-    exact = Segmenter(ref, "fp32", "torch", image_size=size).detect(images, conf)
-    fast = Segmenter(ref, "int8", "openvino", calibration, size).detect(images, conf)
-    verdicts = sum(bool(a) == bool(b) for a, b in zip(exact, fast))
-    return instance_drift(exact, fast) | {"instances": sum(map(len, exact)), "verdicts_same": verdicts}
-
-
-def _real_model_agreement(photos: list) -> dict[str, object]:
-    """Random weights sit near the thresholds, so also compare verdicts with *trained* models, fp32 vs the fast
-    precision, on the damaged cars and ImageNet photos: the shared ImageNet classifier as car check, and the
-    offline damage classifier (``models/offline``) when it has been trained."""
-    if not SHARED_IMAGENET.is_dir():
-        return {"real_car_verdicts_same_as_fp32": "skipped (../shared absent)"}
-    from pipeline.car import CarCheck
-    from pipeline.damage import DamageCheck
-
-    others = sorted((ROOT.parent / "shared" / "data" / "imagenet-sample").glob("*.jpg"))[:: 700 // len(photos)]
-    images = [load_photo(p).image for p in [*photos, *others]]
-    figures = _trained_drift("car", CarCheck, SHARED_IMAGENET, images, Settings().thresholds.car)
-    if DAMAGE_CLASSIFIER.is_dir():
-        figures |= _trained_drift(
-            "damage", DamageCheck, DAMAGE_CLASSIFIER, images[: len(photos)], Settings().thresholds.damage
-        )
-    return figures
-
-
-def _trained_drift(role: str, check: type, folder: Path, images: list, threshold: float) -> dict[str, object]:
-    from pipeline import ModelRef
-
-    exact = check(ModelRef(str(folder)), "fp32").scores(images, threshold)
-    fast = check(ModelRef(str(folder)), "auto").scores(images, threshold)
-    same = sum(a.positive == b.positive for a, b in zip(exact, fast))
-    drift = max(abs(a.score - b.score) for a, b in zip(exact, fast))
-    return {
-        f"real_{role}_verdicts_same_as_fp32": f"{same}/{len(images)}",
-        f"real_{role}_max_score_change": round(drift, 4),
     }
 
 
@@ -325,22 +251,14 @@ def _table(figures: dict[str, object]) -> str:
         f"{inter['speedup_batch_vs_naive']}x | | {inter['p50_ms_single_naive']} ms |",
         f"| cold start to the first answer (warm cache) | {figures['cold_start_s']} s | | "
         f"{figures['naive_cold_start_s']} s |",
-        f"| verdicts same as fp32, random models (largest score change) | {figures['verdicts_same_as_fp32']} "
+        f"| verdicts same as fp32 on these photos (largest score change) | {figures['verdicts_same_as_fp32']} "
         f"({figures['max_score_change_vs_fp32']}) | | |",
-        f"| car verdicts of a trained model same as fp32 | {figures.get('real_car_verdicts_same_as_fp32')} | | |",
+        f"| held-out accuracy, fast minus fp32: mask mAP50 (worse kind) / verdict accuracy | "
+        f"{figures.get('map50_delta_vs_fp32', '-')} / {figures.get('verdict_accuracy_delta_vs_fp32', '-')} | | |",
     ]
-    if "real_damage_verdicts_same_as_fp32" in figures:
-        lines.append(f"| damage verdicts of the trained classifier same as fp32 | "
-                     f"{figures['real_damage_verdicts_same_as_fp32']} | | |")  # fmt: skip
-    for name, drift in figures.items():
-        if name.startswith("int8_drift_"):
-            lines.append(
-                f"| {name.removeprefix('int8_drift_')}, int8 vs fp32 on {drift['photos']} photos at {drift['conf']}: "
-                f"verdicts; matched "
-                f"mask IoU (min / mean); lost / added of {drift['instances']} | {drift['verdicts_same']}/"
-                f"{drift['photos']}; {drift['mask_iou_vs_fp32_min']} / {drift['mask_iou_vs_fp32_mean']}; "
-                f"{drift['instances_only_in_fp32']} / {drift['instances_only_in_fast']} | | |"
-            )
+    stages = figures.get("stages_ms_a_photo", {})
+    lines += ["", "| fast side, stage alone | ms a photo |", "|---|---|"]
+    lines += [f"| {name} | {ms} |" for name, ms in stages.items()]
     return "\n".join(lines) + f"\n\nRSS (MB) after n photos of the fast zip: {fast['rss_mb_at']}"
 
 

@@ -2,10 +2,10 @@
 
     python -m bench.memory [--models PROFILE] [--json out.json]
 
-Models: the profile's, or the benchmark's full-size architectures (bench.models). Every photo runs with every
-threshold at 0 and "always segment" (the most masks the limits allow); zips run through process_zip with the
-library's limits. For each case: RSS before (models loaded, warmed up), peak RSS while it ran (sampled every 5 ms),
-and what came back. The target: no case more than ~1 GB above the warm idle.
+Models: the release (default), a profile, or the Hub architectures (``--models hub``; bench.models). Every photo
+runs with every threshold at 0 and "always segment" (the most masks the limits allow); zips run through process_zip
+with the library's limits. For each case: RSS before (models loaded, warmed up), peak RSS while it ran (sampled
+every 5 ms), and what came back. The target: no case more than ~1 GB above the warm idle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline import Settings, analyze, load_models, process_zip
 from pipeline.testing import memory_cases, peak_rss_during, photo
 
 from .common import DEFAULT_MODEL_DIR, machine
-from .models import bench_settings
+from .models import chosen_settings
 
 
 def run_case(path: Path, settings: Settings, out: Path):
@@ -50,11 +50,11 @@ def measure(settings: Settings, folder: Path) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
-    parser.add_argument("--models", metavar="PROFILE", help="a model profile (default: full-size architectures)")
+    parser.add_argument("--models", metavar="PROFILE", help="'hub', or a profile (default: the release)")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--json", type=Path, metavar="PATH")
     args = parser.parse_args(argv)
-    settings = Settings.from_env(args.models) if args.models else bench_settings(args.model_dir)[0]
+    settings = chosen_settings(args.models, args.model_dir)[0]
     settings = settings.with_thresholds(car=0.0, damage=0.0, mask=0.0, always_segment=True)
     settings = replace(settings, max_detections=Settings().max_detections)  # the most masks the limits allow
     print("| case | RSS before (MB) | peak (MB) | added (MB) | outcome |\n|---|---|---|---|---|")

@@ -1,7 +1,8 @@
-"""Full-size models of the default architectures for timing: the real ones when cached, else random-init.
+"""The benchmarks' models: the release in models/ (what ships, the default), a profile, or the Hub architectures.
 
-ViT-B/16 with the 1000 ImageNet labels, CLIP ViT-B/32, YOLOv8s-seg with the 6 CarDD classes at 640.
-Random weights time exactly like trained ones (same graphs, same shapes); only the answers are meaningless.
+Hub: ViT-B/16 with the 1000 ImageNet labels, CLIP ViT-B/32, YOLOv8s-seg with the 6 CarDD classes at 640, the real
+ones when cached, else random-init. Random weights time exactly like trained ones (same graphs, same shapes); only
+the answers are meaningless.
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from pipeline import (
     Settings,
     testing,  # the same random-model builders as the tests, at full size
 )
-from pipeline.settings import DEFAULT_CAR_MODEL, DEFAULT_DAMAGE_MODEL, DEFAULT_SEG_MODEL
+from pipeline.settings import DEFAULT_CAR_MODEL, DEFAULT_DAMAGE_MODEL, DEFAULT_SEG_MODEL, HUB_PROFILE, RELEASE_PROFILE
 
 CARDD_CLASSES = ["dent", "scratch", "crack", "glass shatter", "lamp broken", "tire flat"]
 SHARED_IMAGENET = Path(__file__).resolve().parents[2] / "shared" / "models" / "imagenet-efficientnet-lite0"
+
+
+def chosen_settings(models: str | None, model_dir: Path) -> tuple[Settings, dict[str, str], str]:
+    """``--models``: None = the release, 'hub' = the Hub architectures, else a profile's path; returns the settings,
+    where each model came from, and the profile a fresh process names to get them."""
+    if models == HUB_PROFILE:
+        settings, origin = bench_settings(model_dir)
+        return settings, origin, HUB_PROFILE
+    profile = Path(models) if models else RELEASE_PROFILE
+    settings = Settings.from_env(profile)
+    origin = {role: ref.public_name for role, ref in settings.models.refs().items()}
+    return settings, {"profile": str(profile), **origin}, str(profile)
 
 
 def bench_settings(model_dir: Path) -> tuple[Settings, dict[str, str]]:

@@ -83,7 +83,7 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
     found = _segment(stages, photos, classifier, settings)
     damages = {i: _verdict(classifier[i], found.get(i), settings) for i in checked}
     shown = {i: _shown(found[i], damages[i], settings) for i in found}
-    shown = _placed(stages, photos, shown)
+    shown, parts_found = _placed(stages, photos, shown, damages, settings.models.damaged_part_confidence)
     grades = _grades(stages, images, {i: g for i, (_, g) in assessed.items()}, damages, thresholds.grade)
     return [
         Analysis(
@@ -95,6 +95,7 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
             segmented=i in found,
             severity=grades.get(i),
             mask_threshold=thresholds.mask if i in found else None,
+            parts_found=parts_found.get(i, ()),
         )
         for i, photo in enumerate(photos)
     ]
@@ -138,12 +139,26 @@ def _shown(found: tuple[Detection, ...], damage: Check, settings: Settings) -> t
     return ()
 
 
-def _placed(stages: Stages, photos: Sequence[Photo], shown: dict[int, tuple[Detection, ...]]) -> dict:
-    if stages.parts is None or not any(shown.values()):
-        return shown
-    order = list(shown)
-    placed = assign_parts(stages.parts, [photos[i] for i in order], [shown[i] for i in order])
-    return dict(zip(order, placed))
+def _placed(
+    stages: Stages,
+    photos: Sequence[Photo],
+    shown: dict[int, tuple[Detection, ...]],
+    damages: dict[int, Check],
+    damaged_part_confidence: float | None,
+) -> tuple[dict[int, tuple[Detection, ...]], dict[int, tuple[str, ...]]]:
+    """The shown damages placed on parts, and the damaged parts the part model names by itself (photos judged
+    damaged, with a model of damaged parts)."""
+    damaged = [i for i, check in damages.items() if check.positive]
+    finds = damaged_part_confidence is not None and damaged
+    if stages.parts is None or not (any(shown.values()) or finds):
+        return shown, {}
+    order = sorted(set(shown) | set(damaged))
+    placed = assign_parts(
+        stages.parts, [photos[i] for i in order], [shown.get(i, ()) for i in order],
+        [i in damaged for i in order], damaged_part_confidence,
+    )  # fmt: skip
+    shown = shown | {i: found for i, (found, _) in zip(order, placed) if i in shown}
+    return shown, {i: named for i, (_, named) in zip(order, placed) if named}
 
 
 def _grades(

@@ -27,9 +27,24 @@ def on_parts(damages: tuple[Detection, ...], parts: Sequence[Detection]) -> tupl
 
 
 def assign_parts(
-    segmenter: Segmenter, photos: Sequence[Photo], damages: Sequence[tuple[Detection, ...]]
-) -> list[tuple[Detection, ...]]:
-    """Run the part segmenter on the photos that have damage, and place each damage on its part."""
-    todo = [i for i, found in enumerate(damages) if found]
-    parts = dict(zip(todo, segmenter.detect([photos[i] for i in todo], conf=PART_CONFIDENCE))) if todo else {}
-    return [on_parts(found, parts[i]) if i in parts else found for i, found in enumerate(damages)]
+    segmenter: Segmenter,
+    photos: Sequence[Photo],
+    damages: Sequence[tuple[Detection, ...]],
+    damaged: Sequence[bool] | None = None,
+    damaged_part_confidence: float | None = None,
+) -> list[tuple[tuple[Detection, ...], tuple[str, ...]]]:
+    """Run the part segmenter on the photos that have damage, and place each damage on its part. With a model of
+    damaged parts (``damaged_part_confidence`` set), it also runs on the photos judged ``damaged`` and names the
+    parts it finds there at that confidence: a damage too faint or small for a mask still has its part named.
+    Per photo: (the damages placed on parts, the damaged parts found directly)."""
+    finds = damaged_part_confidence is not None and damaged is not None
+    todo = [i for i, found in enumerate(damages) if found or (finds and damaged[i])]
+    conf = min(PART_CONFIDENCE, damaged_part_confidence) if finds else PART_CONFIDENCE
+    parts = dict(zip(todo, segmenter.detect([photos[i] for i in todo], conf=conf))) if todo else {}
+    placed = []
+    for i, found in enumerate(damages):
+        seen = parts.get(i, ())
+        context = [part for part in seen if part.score >= PART_CONFIDENCE]
+        named = sorted({p.label for p in seen if p.score >= damaged_part_confidence}) if finds and damaged[i] else []
+        placed.append((on_parts(found, context) if found else found, tuple(named)))
+    return placed

@@ -184,6 +184,7 @@ class Analysis:
     segmented: bool
     severity: Grade | None = None
     mask_threshold: float | None = None  # the segmenter's threshold when it ran (for the summary)
+    parts_found: tuple[str, ...] = ()  # damaged parts a model of damaged parts named by itself (no mask needed)
 
     @property
     def is_car(self) -> bool:
@@ -209,7 +210,7 @@ class Analysis:
 
     @property
     def damaged_parts(self) -> list[str]:
-        return sorted({d.part for d in self.detections if d.part})
+        return sorted({d.part for d in self.detections if d.part} | set(self.parts_found))
 
     @property
     def summary(self) -> str:
@@ -224,9 +225,9 @@ class Analysis:
         if self.is_damaged and self.detections:
             return f"Damaged car {scores}.{self._grade_text()} {areas}{self._parts_text()}"
         if self.is_damaged and self.segmented:
-            return f"Damaged car {scores}.{self._grade_text()} {self._nothing_outlined_text()}"
+            return f"Damaged car {scores}.{self._grade_text()} {self._nothing_outlined_text()}{self._parts_text()}"
         if self.is_damaged:
-            return f"Damaged car {scores}.{self._grade_text()}"
+            return f"Damaged car {scores}.{self._grade_text()}{self._parts_text()}"
         if self.detections:  # always-segment on a car judged undamaged
             return f"Probably undamaged car {scores}; possible {areas}"
         return f"No damage found {scores}."

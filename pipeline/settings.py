@@ -126,6 +126,10 @@ class ModelSet:
     calibration_photos: Path | None = None
     seg_image_size: int = 640
     part_image_size: int = 640
+    # A part model of *damaged* parts (the release's, trained on damaged-part polygons) also names damaged parts by
+    # itself: its instances at this confidence on a photo judged damaged, masks or none. None: a model of car parts
+    # (every visible part), which only places the damage masks.
+    damaged_part_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -250,7 +254,10 @@ def _replaced(obj: Any, changes: dict[str, object]) -> Any:
 
 _MODEL_SECTIONS = ("car", "damage", "severity", "segmenter", "parts")
 _THRESHOLD_KEYS = ("car", "damage", "mask", "iou", "grade")
-_RUNTIME_MODEL_KEYS = {"precision": str, "seg_backend": str, "seg_image_size": int, "part_image_size": int}
+_RUNTIME_MODEL_KEYS = {
+    "precision": str, "seg_backend": str, "seg_image_size": int, "part_image_size": int,
+    "damaged_part_confidence": float,
+}  # fmt: skip
 _RUNTIME_KEYS = {"batch_size": int, "damage_rule": str}
 
 

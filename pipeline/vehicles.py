@@ -171,11 +171,13 @@ class PhotoFacts:
     damage_score: float = 0.0
     severity: str = ""
     damages: tuple[PartDamage, ...] = ()
+    parts: tuple[str, ...] = ()  # the report's damaged parts (those of the damages, and any named without a mask)
 
     @classmethod
     def of(cls, row: ReportRow, vehicle: str, damages: Iterable[PartDamage] = ()) -> PhotoFacts:
         verdicts = (row.is_car is True, row.is_damaged is True, row.damage_score or 0.0, row.severity)
-        return cls(row.file, vehicle, row.status, *verdicts, tuple(damages))
+        parts = tuple(part for part in row.damaged_parts.split(";") if part)
+        return cls(row.file, vehicle, row.status, *verdicts, tuple(damages), parts)
 
     @property
     def is_photo(self) -> bool:
@@ -218,16 +220,17 @@ def vehicle_row(vehicle: str, photos: Sequence[PhotoFacts]) -> VehicleRow:
 
 def damaged_parts(damaged: Iterable[PhotoFacts]) -> tuple[DamagedPart, ...]:
     """Each part a damage lies on, once (by name), with the worst grade seen on it (the damage's own grade, else
-    its photo's) and the photo where a damage on it has the highest confidence (the first, on a tie)."""
+    its photo's) and the photo where a damage on it has the highest confidence (the first, on a tie). A part named
+    without a mask counts with its photo's grade and damage score."""
     grades: dict[str, list[str]] = {}
     best: dict[str, tuple[float, str]] = {}
     for photo in damaged:
-        for damage in photo.damages:
-            if not damage.part:
-                continue
-            grades.setdefault(damage.part, []).append(damage.severity or photo.severity)
-            if damage.part not in best or damage.score > best[damage.part][0]:
-                best[damage.part] = (damage.score, photo.file)
+        masked = [(d.part, d.severity or photo.severity, d.score) for d in photo.damages if d.part]
+        unmasked = [(part, photo.severity, photo.damage_score) for part in photo.parts]
+        for part, grade, score in masked + [u for u in unmasked if u[0] not in {m[0] for m in masked}]:
+            grades.setdefault(part, []).append(grade)
+            if part not in best or score > best[part][0]:
+                best[part] = (score, photo.file)
     return tuple(DamagedPart(part, worst_grade(grades[part]), best[part][1], best[part][0]) for part in sorted(best))
 
 

@@ -83,7 +83,10 @@ def seg_model(model_dir: Path) -> Path:
 
 # Flat names the tests use for the parts of Settings they change.
 _THRESHOLDS = {"car_threshold": "car", "damage_threshold": "damage", "mask_threshold": "mask", "always_segment": None}
-_MODELS = {"precision", "seg_backend", "calibration_photos", "seg_image_size", "part_image_size", "severity", "parts"}
+_MODELS = {
+    "precision", "seg_backend", "calibration_photos", "seg_image_size", "part_image_size", "severity", "parts",
+    "damaged_part_confidence",
+}  # fmt: skip
 _LIMITS = {"max_pixels", "max_aspect", "working_size"}
 
 

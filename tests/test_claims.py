@@ -81,6 +81,22 @@ def test_each_damage_lies_on_a_part(settings_factory, part_model):
     assert {d["part"] for d in result.to_dict()["damages"]} == {"front_bumper"}
 
 
+def test_a_model_of_damaged_parts_names_them_without_a_mask(settings_factory, part_model):
+    """The release's part model is trained on damaged-part polygons: on a photo judged damaged its own instances
+    name the damaged parts, also where no damage mask clears the threshold; a model of car parts (no
+    damaged_part_confidence) only places masks, so no mask means no part."""
+    unmasked = {"parts": ModelRef(str(part_model)), "mask_threshold": 1.0}
+    named = analyze(testing.photo(160, 96), settings_factory(**unmasked, damaged_part_confidence=0.0))
+    assert named.is_damaged and not named.detections
+    assert named.damaged_parts and set(named.damaged_parts) <= {"front_bumper", "hood"}
+    assert f"Damaged parts: {named.damaged_parts[0].replace('_', ' ')}" in named.summary
+    assert analyze(testing.photo(160, 96), settings_factory(**unmasked)).damaged_parts == []
+    whole = analyze(
+        testing.photo(160, 96), settings_factory(**unmasked, damaged_part_confidence=0.0, damage_threshold=1.0)
+    )
+    assert not whole.is_damaged and whole.damaged_parts == []
+
+
 def test_without_a_part_model_parts_stay_empty(settings_factory):
     result = analyze(testing.photo(160, 96), settings_factory())
     assert result.damaged_parts == [] and all(d.part == "" for d in result.detections)

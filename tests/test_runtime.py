@@ -187,8 +187,8 @@ print(json.dumps({"heavy": heavy, "car": result.car.score, "damage": result.dama
 def test_warm_start_imports_no_pytorch(car_imagenet_random, damage_clip, seg_model, tmp_path):
     """The first start builds the OpenVINO copies; the next one answers the same without importing PyTorch,
     transformers or Ultralytics (they were most of a cold start). Both kinds of classifier: ViT (car), CLIP.
-    At 'auto' where it serves the classifiers from OpenVINO copies; where 'auto' runs them in bf16 PyTorch (a CPU
-    with AMX: no copies to start from), at 'int8', which serves every model from a copy on every CPU."""
+    At 'auto' where it serves the classifiers from OpenVINO copies (every CPU with OpenVINO installed), else at
+    'int8'."""
     from pipeline.accel.classifiers import openvino_kind
 
     precision = "auto" if openvino_kind("auto") is not None else "int8"

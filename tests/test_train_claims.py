@@ -1,4 +1,5 @@
-"""Issue 14/15 training code on tiny synthetic data: set labels, damage rules, grades, damaged parts."""
+"""Issue 14/15 training code on tiny synthetic data: set labels, damage rules, grades, damaged parts (the last
+through the product's own cascade)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from train import build_data, evaluate
+from train import build_data
+from train.classifier_data import folder_targets
+from train.evaluate.damage_rules import rule_report, rule_scores
+from train.evaluate.damaged_parts import evaluate_damaged_parts, part_group
+from train.evaluate.metrics import set_f1, target_metrics
+from train.evaluate.severity import coverage_sweep
 from train.prepare import Sample
-from train.train_classifier import class_weights, folder_targets, set_loss
+from train.train_classifier import class_weights, set_loss
 
 LABELS = ["whole", "minor", "moderate", "severe"]
 
@@ -38,7 +44,7 @@ def test_set_loss_is_cross_entropy_for_one_label_and_the_set_probability_otherwi
 def test_target_metrics_of_a_graded_model() -> None:
     targets = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 1, 1, 1]])  # the last: damaged, grade unknown
     probabilities = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.3, 0.5, 0.1], [0.1, 0.1, 0.1, 0.7], [0.2, 0.2, 0.3, 0.3]])
-    metrics = evaluate.target_metrics(targets, probabilities, LABELS)
+    metrics = target_metrics(targets, probabilities, LABELS)
     assert metrics["damage_balanced_accuracy"] == 1.0  # P(damaged) = 1 - P(whole) >= 0.5 for the three damaged
     assert metrics["grade_accuracy"] == 0.5  # minor taken for moderate, severe right
     assert metrics["selection_score"] == pytest.approx((1.0 + metrics["grade_balanced_accuracy"]) / 2)
@@ -46,10 +52,10 @@ def test_target_metrics_of_a_graded_model() -> None:
 
 def test_rule_scores() -> None:
     p_cls, p_mask = np.array([0.2, 0.2, 0.9]), np.array([0.5, 0.1, 0.0])
-    assert evaluate.rule_scores("classifier", p_cls, p_mask, 0.25).tolist() == [0.2, 0.2, 0.9]
-    np.testing.assert_allclose(evaluate.rule_scores("noisy_or", p_cls, p_mask, 0.25), [0.6, 0.2, 0.9])
-    np.testing.assert_allclose(evaluate.rule_scores("max", p_cls, p_mask, 0.25), [0.5, 0.2, 0.9])
-    np.testing.assert_allclose(evaluate.rule_scores("any_mask", p_cls, p_mask, 0.25), [1.0, 0.2, 0.9])
+    assert rule_scores("classifier", p_cls, p_mask, 0.25).tolist() == [0.2, 0.2, 0.9]
+    np.testing.assert_allclose(rule_scores("noisy_or", p_cls, p_mask, 0.25), [0.6, 0.2, 0.9])
+    np.testing.assert_allclose(rule_scores("max", p_cls, p_mask, 0.25), [0.5, 0.2, 0.9])
+    np.testing.assert_allclose(rule_scores("any_mask", p_cls, p_mask, 0.25), [1.0, 0.2, 0.9])
 
 
 def test_rule_report_prefers_the_evidence_that_separates() -> None:
@@ -58,34 +64,79 @@ def test_rule_report_prefers_the_evidence_that_separates() -> None:
     y_true = np.array([1] * 40 + [0] * 40)
     p_cls = np.where(y_true == 1, np.where(np.arange(80) % 2 == 0, 0.9, 0.02), 0.05)  # misses score below whole
     p_mask = np.where(y_true == 1, 0.6, 0.05)
-    classifier = evaluate.rule_report("classifier", kinds, y_true, p_cls, p_mask)
-    any_mask = evaluate.rule_report("any_mask", kinds, y_true, p_cls, p_mask)
+    classifier = rule_report("classifier", kinds, y_true, p_cls, p_mask)
+    any_mask = rule_report("any_mask", kinds, y_true, p_cls, p_mask)
     assert classifier["source_balanced_accuracy"] == pytest.approx(0.75)
     assert any_mask["source_balanced_accuracy"] == 1.0 and any_mask["cv_source_balanced_accuracy"] == 1.0
     assert any_mask["balanced_accuracy_vs"] == {"web": 1.0, "dsmlr": 1.0}
 
 
+def test_rule_scores_give_the_products_verdicts() -> None:
+    """The sweep's vectorised rules call a photo damaged exactly when pipeline.analyze's verdict does."""
+    from types import SimpleNamespace
+
+    from pipeline.analyze import _verdict
+    from pipeline.results import Check
+    from pipeline.settings import DAMAGE_RULES, Settings
+
+    p_cls, p_mask = np.array([0.05, 0.3, 0.45, 0.7, 0.3, 0.05]), np.array([0.0, 0.12, 0.3, 0.0, 0.55, 0.9])
+    for rule in DAMAGE_RULES:
+        for mask_t, damage_t in ((0.1, 0.5), (0.25, 0.4), (0.5, 0.6)):
+            settings = Settings(damage_rule=rule).with_thresholds(mask=mask_t, damage=damage_t)
+            product = [
+                _verdict(Check(float(c), damage_t), (SimpleNamespace(score=float(m)),) if m else (), settings).positive
+                for c, m in zip(p_cls, p_mask, strict=True)
+            ]
+            assert (rule_scores(rule, p_cls, p_mask, mask_t) >= damage_t).tolist() == product, (rule, mask_t)
+
+
 def test_grades_and_coverage() -> None:
-    id2label = dict(enumerate(LABELS))
-    probabilities = np.array([[0.5, 0.4, 0.05, 0.05], [0.0, 0.2, 0.3, 0.5]])
-    p_grade = evaluate.grade_probabilities(probabilities, id2label)
-    np.testing.assert_allclose(p_grade, [[0.8, 0.1, 0.1], [0.2, 0.3, 0.5]])
-    sweep = {r["confidence"]: r for r in evaluate.coverage_sweep(np.array([0, 1]), p_grade)}
+    """Two photos graded minor (0.8) and severe (0.5), truly minor and moderate."""
+    y_true, predicted, confidence = np.array([0, 1]), np.array([0, 2]), np.array([0.8, 0.5])
+    sweep = {r["confidence"]: r for r in coverage_sweep(y_true, predicted, confidence)}
     assert sweep[0.36]["coverage"] == 1.0 and sweep[0.36]["accuracy"] == 0.5
     assert sweep[0.6]["coverage"] == 0.5 and sweep[0.6]["accuracy"] == 1.0
+    assert sweep[0.9]["coverage"] == 0.0 and sweep[0.9]["accuracy"] is None
 
 
-def test_damaged_parts_by_largest_overlap_and_f1() -> None:
-    damage = np.zeros((2, 10, 10), dtype=bool)
-    damage[0, 0:4, 0:4] = True  # mostly on the hood
-    damage[1, 8:10, 8:10] = True  # on no part
-    parts = np.zeros((2, 10, 10), dtype=bool)
-    parts[0, 0:3, 0:3] = True
-    parts[1, 3:6, 0:6] = True
-    assert evaluate.damaged_part_names(damage, parts, ["hood", "front_left_door"]) == ["hood"]
-    assert evaluate.part_group("Bonnet") == evaluate.part_group("hood") == "bonnet/hood"
-    assert evaluate.part_group("wheel") is None
-    scores = evaluate.set_f1([{"bumper", "door"}, {"light"}], [{"bumper"}, {"light", "fender"}])
+def _yb_style_yaml(root: Path) -> Path:
+    """Two photos with yb damaged-part labels: a bumper; a bumper and a door."""
+    from pipeline import testing
+
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "val" / "labels").mkdir(parents=True)
+    square = "0.1 0.1 0.6 0.1 0.6 0.6 0.1 0.6"
+    for name, classes in (("a", [0]), ("b", [0, 1])):
+        testing.photo(160, 96, seed=len(name)).save(root / "val" / "images" / f"yb__{name}.jpg")
+        (root / "val" / "labels" / f"yb__{name}.txt").write_text("".join(f"{c} {square}\n" for c in classes))
+    (root / "data.yaml").write_text(f"path: {root}\nval: val/images\nnames: [Bumper, door]\n")
+    return root / "data.yaml"
+
+
+def test_damaged_parts_are_the_products(tmp_path: Path) -> None:
+    """The figure is what pipeline.analyze reports: each damage on the part pipeline.parts puts it on (the part
+    segmenter has the damage segmenter's tiny weights, so its masks fall where the damages do: front_bumper), and
+    none when the cascade shows no mask."""
+    from pipeline import testing
+    from pipeline.settings import ModelRef, ModelSet, Settings
+
+    data = _yb_style_yaml(tmp_path / "yb")
+    car = testing.vit_classifier(tmp_path / "car", testing.IMAGENET_STYLE_LABELS, favour="sports car")
+    seg = testing.yolo_seg(tmp_path / "seg", ["dent", "scratch"])
+    parts = testing.yolo_seg(tmp_path / "parts", ["front_bumper", "front_left_door"])
+    for favour, f1 in (("damaged", 0.8), ("whole", 0.0)):
+        damage = testing.vit_classifier(tmp_path / favour, ["whole", "damaged"], favour=favour)
+        models = ModelSet(
+            car=ModelRef(str(car)), damage=ModelRef(str(damage)), segmenter=ModelRef(str(seg)),
+            parts=ModelRef(str(parts)), precision="fp32", seg_image_size=320, part_image_size=320,
+        )  # fmt: skip
+        metrics = evaluate_damaged_parts(Settings(models=models, max_detections=5), data)
+        assert metrics["n"] == 2 and metrics["f1"] == pytest.approx(f1), favour
+        assert metrics["photos_with_a_damage_mask"] == (1.0 if favour == "damaged" else 0.0)
+    assert metrics["per_group"]["all"]["n_true"] == 3  # bumper, bumper + door
+    assert part_group("Bonnet") == part_group("hood") == "bonnet/hood"
+    assert part_group("wheel") is None
+    scores = set_f1([{"bumper", "door"}, {"light"}], [{"bumper"}, {"light", "fender"}])
     assert scores["all"]["precision"] == pytest.approx(2 / 3) and scores["all"]["recall"] == pytest.approx(2 / 3)
     assert scores["door"]["recall"] == 0.0 and scores["fender"]["precision"] == 0.0
 

@@ -34,7 +34,7 @@ def _tiny_build(root: Path) -> tuple[Path, Path]:
         (build / folder / "train_summary.json").write_text(json.dumps(summary))
     (build / "profile.toml").write_text(
         f'[car]\nmodel = "{shared / CAR_MODEL}"\n\n'
-        '[thresholds]\ncar = 0.01\ndamage = 0.5\nmask = 0.25\n\n[runtime]\nseg_image_size = 64\n'
+        "[thresholds]\ncar = 0.01\ndamage = 0.5\nmask = 0.25\n\n[runtime]\nseg_image_size = 64\n"
         'part_image_size = 64\ndamage_rule = "noisy_or"\ncalibration_photos = "calibration"\n'
     )
     timings = {"train_damage_classifier": 3600.0, "train_segmenter": 7200.0, "train_parts": 1800.0}
@@ -177,7 +177,7 @@ def _tiny_release(root: Path) -> Path:
     for folder in ("damage-segmenter", "part-segmenter"):
         (root / folder).mkdir()
         shutil.copy(testing.yolo_seg(root / f"{folder}-random", ["dent", "scratch"]), root / folder / "model.pt")
-    (root / "profile.toml").write_text('[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 64\n')
+    (root / "profile.toml").write_text("[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 64\n")
     return root
 
 

@@ -49,7 +49,7 @@ def test_train_classifier_few_steps(tmp_path: Path) -> None:
 def test_augmentation_keeps_the_model_geometry(tmp_path: Path) -> None:
     from transformers import AutoImageProcessor
 
-    from train.train_classifier import eval_transform, train_transform
+    from train.classifier_data import eval_transform, train_transform
 
     base = testing.vit_classifier(tmp_path / "base", ["whole", "damaged"], favour=None)
     processor = AutoImageProcessor.from_pretrained(base)
@@ -87,7 +87,7 @@ def test_train_segmenter_one_epoch(tmp_path: Path) -> None:
     import ultralytics
     import yaml
 
-    from train.evaluate import evaluate_segmenter
+    from train.evaluate.segmenter import evaluate_segmenter
     from train.train_segmenter import main
 
     cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8-seg.yaml").read_text())
@@ -112,7 +112,8 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     import tomllib
 
     from pipeline.settings import load_profile
-    from train.build_profile import write_profile
+    from train.build_eval import profile_settings
+    from train.build_outputs import write_profile
 
     car = testing.vit_classifier(tmp_path / "shared" / "car", testing.IMAGENET_STYLE_LABELS, favour=None)
     out = tmp_path / "models" / "offline"
@@ -120,6 +121,8 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     seg = testing.yolo_seg(out / "segmenter-build", ["damage"])
     (out / "segmenter").mkdir()
     seg.rename(out / "segmenter" / "best.pt")
+    (out / "parts").mkdir()
+    shutil.copyfile(out / "segmenter" / "best.pt", out / "parts" / "best.pt")
     models = {"damage": "damage-classifier", "segmenter": "segmenter/best.pt", "parts": "parts/best.pt"}
     thresholds = {"car": 0.01, "damage": 0.5, "mask": 0.25, "grade": 0.5}
     runtime = {"seg_image_size": 512, "part_image_size": 384, "damage_rule": "noisy_or"}
@@ -133,6 +136,8 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     assert Path(settings.models.damage.id) == (out / "damage-classifier").resolve()
     assert Path(settings.models.segmenter.id) == (out / "segmenter" / "best.pt").resolve()
     assert (settings.thresholds.car, settings.thresholds.damage) == (0.01, 0.5)
+    # The build measures its end-to-end figures on these settings before it writes the profile: the same ones.
+    assert profile_settings(car, out, models, thresholds, runtime) == settings
 
 
 def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) -> None:
@@ -188,7 +193,7 @@ def test_timm_wrapper_base_keeps_our_labels(tmp_path: Path) -> None:
     """timm-wrapper configs save ``label_names``: the base's ImageNet names must not survive the fine-tune."""
     from transformers import AutoConfig
 
-    from train.evaluate import positive_ids
+    from pipeline.damage import damage_label_ids
     from train.train_classifier import main
 
     base = _tiny_timm_wrapper(tmp_path / "base")
@@ -204,4 +209,4 @@ def test_timm_wrapper_base_keeps_our_labels(tmp_path: Path) -> None:
     )  # fmt: skip
     config = AutoConfig.from_pretrained(out)
     assert config.id2label == {0: "whole", 1: "damaged"}
-    assert positive_ids(config.id2label, "damage") == [1]
+    assert damage_label_ids(config.id2label) == ([1], [0])  # the product reads P(damaged) from label 1

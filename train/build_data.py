@@ -1,7 +1,8 @@
 """The build's datasets, all cut from the one held-out split of ``train.sources``.
 
 Each function writes one prepared folder under ``work/`` (symlinks to ../shared, except resized copies and crops)
-and returns what training or evaluation needs. Usable alone for experiments::
+and returns what training or evaluation needs (the part segmenter's data: ``train.build_parts``). Usable alone for
+experiments::
 
     python -m train.build_data --shared ../shared --work /tmp/work --what segmenter --seg_classes damage
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from train.build_parts import prepare_part_data, prepare_yb_held_out
 from train.common import SOURCE_SEPARATOR, link_or_copy, list_images
 from train.prepare import Sample, write_data_yaml, write_yolo_split
 from train.sources import GRADES, HeldOutSplit, keep, read_damage_polygons, worst_grade
@@ -218,49 +220,6 @@ def folder_counts(root: Path) -> dict[str, dict[str, int]]:
         for split in sorted(Path(root).iterdir())
         if split.is_dir()
     }
-
-
-# --- parts ---------------------------------------------------------------------------------------
-
-
-def prepare_part_data(shared: Path, split: HeldOutSplit, work: Path) -> Path:
-    """dsmlr part polygons -> YOLO-seg (its 18 part classes; the names the product shows); val = held-out dsmlr."""
-    from train.prepare import class_names, read_coco, write_yolo_dataset
-
-    root = work / "parts"
-    shutil.rmtree(root, ignore_errors=True)
-    samples = read_coco(Path(shared) / "data" / "dsmlr-carparts" / "annotations.json")
-    splits = {"dsmlr": (keep(samples, split.train["dsmlr"]), keep(samples, split.held_out["dsmlr"]))}
-    return write_yolo_dataset(splits, root, class_names(samples))
-
-
-def prepare_yb_part_data(shared: Path, split: HeldOutSplit, work: Path) -> Path:
-    """yb's damaged-part polygons -> YOLO-seg in yb's vocabulary (bonnet, bumper, dickey, door, fender, light,
-    windshield): a part model of the photos users send (damaged cars), trained on yb's training groups of the
-    split; val = held-out yb. Returns its data yaml."""
-    from train.prepare import write_yolo_dataset
-    from train.sources import read_yb
-
-    root = work / "parts"
-    shutil.rmtree(root, ignore_errors=True)
-    samples = [Sample(s.image, [(n.lower(), poly) for n, poly in s.polygons]) for s in read_yb(shared)]
-    names = sorted({n for s in samples for n, _ in s.polygons})
-    splits = {"yb": (keep(samples, split.train["yb"]), keep(samples, split.held_out["yb"]))}
-    return write_yolo_dataset(splits, root, names)
-
-
-def prepare_yb_held_out(shared: Path, split: HeldOutSplit, work: Path) -> Path:
-    """The held-out yb photos and their damaged-part labels (yb's class names) for ``evaluate --task
-    damaged_parts``; returns its data yaml."""
-    import yaml
-
-    from train.sources import SETS, read_yb
-
-    root = work / "yb-held-out"
-    shutil.rmtree(root, ignore_errors=True)
-    names = yaml.safe_load((Path(shared) / "data" / SETS["yb"] / "data.yaml").read_text())["names"]
-    write_yolo_split(keep(read_yb(shared), split.held_out["yb"]), root, "val", names, "yb")
-    return write_data_yaml(root, names, splits=("val",))
 
 
 # --- crops ---------------------------------------------------------------------------------------

@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from train import evaluate
+from pipeline import Settings
+from pipeline.settings import ModelRef, ModelSet, Thresholds
 from train.common import CAR_MODEL
-from train.evaluate import write_report
+from train.evaluate.classifiers import evaluate_classifier
+from train.evaluate.damage_rules import damage_rules
+from train.evaluate.damaged_parts import evaluate_damaged_parts
+from train.evaluate.metrics import per_source
+from train.evaluate.report import write_report
+from train.evaluate.segmenter import evaluate_segmenter
+from train.evaluate.severity import evaluate_severity
 
 
 def car_threshold(metrics: dict) -> float:
@@ -22,10 +29,10 @@ def car_threshold(metrics: dict) -> float:
 
 
 def evaluate_car_check(car_model: Path, work: Path, out: Path) -> dict:
-    metrics = evaluate.evaluate_classifier(car_model, work / "car-check", role="car", threshold=0.01)
+    metrics = evaluate_classifier(car_model, work / "car-check", role="car", threshold=0.01)
     chosen = car_threshold(metrics)
     metrics["chosen_threshold"] = chosen
-    metrics["per_source_at_chosen"] = evaluate.per_source(
+    metrics["per_source_at_chosen"] = per_source(
         [Path(p) for p, _, _ in metrics["scores"]], [y for _, y, _ in metrics["scores"]],
         [s for _, _, s in metrics["scores"]], chosen,
     )  # fmt: skip
@@ -39,14 +46,14 @@ def evaluate_car_check(car_model: Path, work: Path, out: Path) -> dict:
 def evaluate_classifiers(args, data: dict, out: Path, models: dict) -> dict:
     """The damage check per held-out source and the grades (one-pass model or separate severity model)."""
     held = data["classify"] / "held-out"
-    damage = evaluate.evaluate_classifier(out / models["damage"], held, role="damage")
+    damage = evaluate_classifier(out / models["damage"], held, role="damage")
     write_report(
         damage, out / models["damage"], f"Damage classifier ({args.damage_model}), fine-tuned EfficientNet-Lite0",
         "Held-out photos of every source (no model trained on them, near-duplicates included); "
         "P(damaged) = 1 - P(whole) for a graded model. Its weights saw web-whole-cars photos.",
     )  # fmt: skip
     grade_model = out / models.get("severity", models["damage"])
-    severity = evaluate.evaluate_severity(grade_model, held)
+    severity = evaluate_severity(grade_model, held)
     write_report(severity, out / "eval-severity", "Severity grade on held-out vds and lensor photos")
     return {"damage": damage, "severity": severity}
 
@@ -54,7 +61,7 @@ def evaluate_classifiers(args, data: dict, out: Path, models: dict) -> dict:
 def evaluate_segmenters(args, data: dict, out: Path) -> dict:
     """Damage masks per held-out kind (class-agnostic) and parts per class."""
     seg = {
-        kind: evaluate.evaluate_segmenter(out / "segmenter" / "best.pt", yaml, args.seg_imgsz, single_cls=True)
+        kind: evaluate_segmenter(out / "segmenter" / "best.pt", yaml, args.seg_imgsz, single_cls=True)
         for kind, yaml in data["seg"].eval_yamls.items()
     }
     write_report(
@@ -62,18 +69,30 @@ def evaluate_segmenters(args, data: dict, out: Path) -> dict:
          "per_kind": seg}, out / "segmenter", "Damage segmenter (YOLO11n-seg)",
         "Class-agnostic figures on held-out nm + pd photos (nmpd) and held-out lensor photos (lensor).",
     )  # fmt: skip
-    parts = evaluate.evaluate_segmenter(out / "parts" / "best.pt", data["parts"], args.part_imgsz)
+    parts = evaluate_segmenter(out / "parts" / "best.pt", data["parts"], args.part_imgsz)
     write_report(parts, out / "parts", "Part segmenter (YOLO11n-seg, dsmlr's 18 parts)", "Held-out dsmlr photos.")
     return {"segmenter": seg, "parts": parts}
 
 
 def evaluate_combination(args, data: dict, shared: Path, out: Path, models: dict, car_t: float) -> dict:
-    rules = evaluate.damage_rules(
+    rules = damage_rules(
         out / models["damage"], out / "segmenter" / "best.pt", data["combine"], args.seg_imgsz,
         shared / CAR_MODEL, car_t,
     )  # fmt: skip
     write_report(rules, out / "eval-damage-rules", "Damage verdict: classifier, masks and their combinations")
     return rules
+
+
+def profile_settings(car: Path, out: Path, models: dict, thresholds: dict, runtime: dict) -> Settings:
+    """The settings the build's profile.toml will hold (``write_profile``, then ``load_profile``), before it is
+    written: the build's end-to-end figures are measured on what a user of that profile gets."""
+    refs = {role: ModelRef(str((out / path).resolve())) for role, path in models.items()}
+    sizes = {k: runtime[k] for k in ("seg_image_size", "part_image_size") if k in runtime}
+    return Settings(
+        models=ModelSet(car=ModelRef(str(Path(car).resolve())), **refs, **sizes),
+        thresholds=Thresholds(**thresholds),
+        damage_rule=runtime.get("damage_rule", "classifier"),
+    )
 
 
 def evaluate_build(args, data: dict, shared: Path, out: Path, models: dict, lap: Callable[[str], None]) -> dict:
@@ -86,21 +105,20 @@ def evaluate_build(args, data: dict, shared: Path, out: Path, models: dict, lap:
     lap("evaluate_segmenters")
     rules = evaluate_combination(args, data, shared, out, models, car["chosen_threshold"])
     chosen = rules["rules"][rules["recommended_rule"]]
-    mask_t = chosen["mask_threshold"] or 0.25
     lap("evaluate_damage_rules")
-    parts = evaluate.evaluate_damaged_parts(
-        out / "segmenter" / "best.pt", out / "parts" / "best.pt", data["yb"], args.seg_imgsz, args.part_imgsz, mask_t
-    )
-    write_report(parts, out / "eval-damaged-parts", "Damaged parts, end to end, on held-out yb photos")
+    thresholds = {"car": car["chosen_threshold"], "damage": chosen["damage_threshold"],
+                  "mask": chosen["mask_threshold"] or 0.25,
+                  "grade": classifiers["severity"]["grade_confidence_threshold"]}  # fmt: skip
+    runtime = {"seg_image_size": args.seg_imgsz, "part_image_size": args.part_imgsz,
+               "damage_rule": rules["recommended_rule"]}  # fmt: skip
+    parts = evaluate_damaged_parts(profile_settings(shared / CAR_MODEL, out, models, thresholds, runtime), data["yb"])
+    write_report(parts, out / "eval-damaged-parts", "Damaged parts, end to end (the product), on held-out yb photos")
     lap("evaluate_damaged_parts")
-    severity = classifiers["severity"]
     return {
-        "thresholds": {"car": car["chosen_threshold"], "damage": chosen["damage_threshold"], "mask": mask_t,
-                       "grade": severity["grade_confidence_threshold"]},
-        "runtime": {"seg_image_size": args.seg_imgsz, "part_image_size": args.part_imgsz,
-                    "damage_rule": rules["recommended_rule"]},
+        "thresholds": thresholds,
+        "runtime": runtime,
         "headline": headline(car, classifiers, segmenters, rules, parts),
-    }  # fmt: skip
+    }
 
 
 def headline(car: dict, classifiers: dict, segmenters: dict, rules: dict, parts: dict) -> dict:

@@ -19,18 +19,24 @@ metrics.json; ``build_summary.json`` has the timings and headline numbers. Measu
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from train import build_data
+from train import build_data, build_parts
+from train.build_outputs import (
+    Laps,
+    carried_thresholds,
+    copy_calibration_photos,
+    epochs_trained,
+    machine_name,
+    write_profile,
+)
 from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, list_images, offline_env
 from train.compact import compact_data
-from train.release_models import CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER, RELEASE, YOLO_WEIGHTS
+from train.release_models import CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER, YOLO_WEIGHTS
 from train.sources import GRADES
 
 # ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
@@ -165,10 +171,10 @@ def prepare_all(args: BuildArguments, shared: Path, work: Path) -> dict:
         "split": split,
         "classify": classify,
         "seg": seg,
-        "parts": (build_data.prepare_yb_part_data if args.parts_data == "yb" else build_data.prepare_part_data)(
+        "parts": (build_parts.prepare_yb_part_data if args.parts_data == "yb" else build_parts.prepare_part_data)(
             shared, split, work
         ),
-        "yb": build_data.prepare_yb_held_out(shared, split, work),
+        "yb": build_parts.prepare_yb_held_out(shared, split, work),
         "combine": prepare_combination_folder(classify, work),
         "counts": {
             "held_out_split": split.counts(),
@@ -230,13 +236,15 @@ def start_of(args: BuildArguments, release_folder: str, base: Path) -> Path:
 
 
 def resumed_extra(args: BuildArguments, extra: str) -> str:
-    """A resumed run warms up for one epoch, not Ultralytics' three: the weights are trained already. On a GPU,
-    larger batches and data-loading workers (its machine has the cores to feed it)."""
+    """A resumed run warms up for one epoch, not Ultralytics' three, and its biases start from 0 instead of
+    Ultralytics' 0.1 (80x AdamW's rate: run 2's mAP dipped after a restart): the weights are trained already. On a
+    GPU, larger batches and data-loading workers (its machine has the cores to feed it)."""
     from pipeline.accel.precision import cuda_available
 
     options = json.loads(extra) if extra else {}
     if args.resume:
         options.setdefault("warmup_epochs", 1)
+        options.setdefault("warmup_bias_lr", 0.0)
     if cuda_available():
         options.setdefault("batch", 32)
         options.setdefault("workers", 8)
@@ -257,43 +265,7 @@ def train_yolo(
     )  # fmt: skip
 
 
-# --- profile -------------------------------------------------------------------------------------
-
-
-def write_profile(
-    out: Path, car_model: Path, models: dict[str, str], thresholds: dict[str, float], runtime: dict[str, object]
-) -> Path:
-    """profile.toml: ``models`` section -> path relative to the profile (car: relative to the shared folder)."""
-    car = os.path.relpath(Path(car_model).resolve(), Path(out).resolve())
-    lines = ["# Built by: python -m train.build_profile (see docs/training.md). Paths are relative to this file."]
-    lines += ["[car]", f'model = "{car}"', ""]
-    for section, model in models.items():
-        lines += [f"[{section}]", f'model = "{model}"', ""]
-    lines += ["[thresholds]", *(f"{k} = {v}" for k, v in thresholds.items()), ""]
-    lines += ["[runtime]", *(f"{k} = {json.dumps(v)}" for k, v in runtime.items())]
-    path = Path(out) / "profile.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 # --- the build -----------------------------------------------------------------------------------
-
-
-class Laps:
-    """Wall-clock seconds per step, printed as they end."""
-
-    def __init__(self) -> None:
-        self.started = self.last = time.monotonic()
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, name: str) -> None:
-        now = time.monotonic()
-        self.timings[name] = round(now - self.last, 1)
-        self.last = now
-        print(f"[build] {name}: {self.timings[name]} s (total {now - self.started:.0f} s)", flush=True)
-
-    def total(self) -> float:
-        return round(time.monotonic() - self.started, 1)
 
 
 def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: Callable[[str], None]) -> dict:
@@ -327,59 +299,6 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
     return models
 
 
-def copy_calibration_photos(seg_data_yaml: Path, out: Path, count: int, seed: int = 0) -> Path:
-    """A few of the segmenter's training photos beside the profile: the int8 segmenter is calibrated on them."""
-    target = out / "calibration"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    photos = [p for p in list_images(seg_data_yaml.parent / "train" / "images") if "background" not in p.name]
-    for path in random.Random(seed).sample(photos, min(count, len(photos))):
-        shutil.copy2(path, target / path.name)
-    return target
-
-
-def epochs_trained(out: Path) -> dict[str, float]:
-    """Release folder -> the epochs this run trained it (from each training's summary)."""
-    epochs = {}
-    for model in RELEASE:
-        path = out / model.build_folder / "train_summary.json"
-        if model.build_path and path.is_file():
-            epochs[model.folder] = json.loads(path.read_text(encoding="utf-8")).get("epochs") or 0
-    return epochs
-
-
-def machine_name() -> str:
-    """The CPU (or GPU) the run trained on, with the flags that change its speed."""
-    import platform
-
-    from pipeline.accel.precision import cpu_flags, cuda_available
-
-    if cuda_available():
-        import torch
-
-        return torch.cuda.get_device_name(0)
-    flags = sorted((cpu_flags() or frozenset()) & {"avx512_vnni", "avx512_bf16", "amx_tile"})
-    name = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), "")
-    return f"{name or platform.processor()}, {len(os.sched_getaffinity(0))} cores, {' '.join(flags) or 'no VNNI/BF16'}"
-
-
-def _cpuinfo() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return []
-
-
-def carried_thresholds(args: BuildArguments) -> dict:
-    """A build without held-out photos (a compact copy) keeps the resumed release's thresholds and runtime; they
-    are measured again where the photos are (a later build with every --skip_*, then train.release_eval)."""
-    import tomllib
-
-    profile = Path(args.resume or "") / "profile.toml"
-    data = tomllib.loads(profile.read_text(encoding="utf-8")) if args.resume and profile.is_file() else {}
-    return {"thresholds": data.get("thresholds", {}), "runtime": data.get("runtime", {}), "headline": {}}
-
-
 def evaluated_thresholds(args: BuildArguments, data: dict, shared: Path, out: Path, models: dict, laps) -> dict:
     from train.build_eval import evaluate_build
 
@@ -401,13 +320,16 @@ def build(args: BuildArguments) -> Path:
     if args.prepare_only:
         return work
     models = train_models(args, data, work, out, laps)
-    if args.compact:
-        results = carried_thresholds(args)
+    if args.compact or (args.keep_thresholds and args.resume):
+        # The release's thresholds were chosen on the CLI's held-out figures (train.release_eval measures the run
+        # again), so the build's own ~8-minute sweep would only be thrown away.
+        results = carried_thresholds(args.resume)
         car = Path(args.resume).resolve() / CAR_CHECK if args.resume else shared / CAR_MODEL
+        if not args.compact:
+            calibration = copy_calibration_photos(data["seg"].data_yaml, out, args.calibration_photos, args.seed)
+            results["runtime"]["calibration_photos"] = calibration.name
     else:
         results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
-        if args.keep_thresholds and args.resume:
-            results |= {k: v for k, v in carried_thresholds(args).items() if k != "headline"}
     profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),

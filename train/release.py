@@ -20,6 +20,7 @@ from pathlib import Path
 from train.release_cards import write_cards
 from train.release_models import (
     EVALUATION_FILE,
+    HELD_OUT_FILE,
     PROFILE_FILE,
     RELEASE,
     STATE_FILE,
@@ -205,7 +206,23 @@ def copy_release(build: Path, out: Path) -> Path:
 
     build_profile = read_build_profile(build)
     digests = {m.folder: file_sha256(copy_model(m, build, build_profile, out)) for m in RELEASE}
+    write_held_out(build, out)
     return write_release_profile(out, build_profile, digests)
+
+
+def write_held_out(build: Path, out: Path) -> Path | None:
+    """The build's held-out photos as paths relative to its shared folder (names only: no photo leaves
+    ../shared), so that the release's figures can be measured again on another machine."""
+    split = build / "work" / "held_out_split.json"
+    summary = build / "build_summary.json"
+    if not split.is_file() or not summary.is_file():
+        return None
+    shared = Path(json.loads(summary.read_text(encoding="utf-8"))["args"]["shared"]).resolve()
+    held_out = json.loads(split.read_text(encoding="utf-8"))["held_out"]
+    relative = {s: sorted(Path(p).resolve().relative_to(shared).as_posix() for p in ps) for s, ps in held_out.items()}
+    target = out / HELD_OUT_FILE
+    target.write_text(json.dumps({"held_out": relative}, indent=0) + "\n", encoding="utf-8")
+    return target
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from train.common import SOURCE_SEPARATOR, offline_env
+from train.evaluate.damaged_parts import part_groups
+from train.evaluate.metrics import set_f1
 from train.release_masks import mask_figures, staged_name
 from train.sources import GRADES, HeldOutSplit, Sample
 
@@ -42,9 +44,13 @@ class Photo:
     sample: Sample | None = None  # polygons in the photo's pixels (nm / pd / lensor / yb)
 
 
-def split_from(work: Path) -> HeldOutSplit:
-    data = json.loads((work / "held_out_split.json").read_text(encoding="utf-8"))
-    return HeldOutSplit(*({s: [Path(p) for p in ps] for s, ps in data[k].items()} for k in ("train", "held_out")))
+def split_from(path: Path, shared: Path) -> HeldOutSplit:
+    """A build's work folder (its held_out_split.json, absolute paths) or the release's held_out.json (paths
+    relative to the shared folder, held-out photos only)."""
+    file = path / "held_out_split.json" if path.is_dir() else path
+    data = json.loads(file.read_text(encoding="utf-8"))
+    located = ({s: [shared / p for p in ps] for s, ps in data.get(k, {}).items()} for k in ("train", "held_out"))
+    return HeldOutSplit(*located)
 
 
 def held_out_photos(shared: Path, split: HeldOutSplit, per_kind: int, seed: int = 0) -> dict[str, list[Photo]]:
@@ -84,11 +90,13 @@ def stage_photos(kinds: dict[str, list[Photo]], folder: Path) -> dict[str, Photo
     return staged
 
 
-def run_cli(photos: Path, out: Path, profile: str | None) -> tuple[list[dict], dict]:
-    """``python -m pipeline photos --out out [--models profile]``: the rows of report.csv, predictions.json."""
+def run_cli(photos: Path, out: Path, profile: str | None, precision: str | None = None) -> tuple[list[dict], dict]:
+    """``python -m pipeline photos --out out [--models profile] [--precision P]``: the rows of report.csv and
+    predictions.json."""
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "pipeline", str(photos), "--out", str(out)]
     command += ["--models", profile] if profile else []
+    command += ["--precision", precision] if precision else []
     with (out.parent / "cli.log").open("w", encoding="utf-8") as log:  # its progress and any error lines
         subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=log)
     with (out / "report.csv").open(encoding="utf-8") as stream:
@@ -128,12 +136,27 @@ def check_figures(rows: dict[str, dict], staged: dict[str, Photo]) -> dict:
     for kind in WHOLE_KINDS:
         whole = [_true(r["is_damaged"]) for r in by_kind.get(kind, [])]
         figures[f"damage_balanced_accuracy_vs_{kind}"] = balanced_accuracy(called, whole)
+    figures["verdict_accuracy"] = verdict_accuracy(by_kind)
     figures["damaged_with_mask_by_kind"] = {
         k: float(np.mean([int(r["damage_count"] or 0) > 0 for r in by_kind[k]]))
         for k in DAMAGED_KINDS
         if by_kind.get(k)
     }
     return figures | severity_figures(rows, staged)
+
+
+def verdict_accuracy(by_kind: dict[str, list[dict]]) -> float | None:
+    """The share of photos whose verdict (no car / whole car / damaged car) is right, over the kinds whose truth is
+    known (ImageNet's cars carry no damage label)."""
+    truth = {NOT_CAR: (False, False)} | dict.fromkeys(WHOLE_KINDS, (True, False))
+    truth |= dict.fromkeys([*DAMAGED_KINDS, PART_KIND], (True, True))
+    right = [
+        (_true(row["is_car"]), _true(row["is_car"]) and _true(row["is_damaged"])) == truth[kind]
+        for kind, rows in by_kind.items()
+        if kind in truth
+        for row in rows
+    ]
+    return float(np.mean(right)) if right else None
 
 
 def severity_figures(rows: dict[str, dict], staged: dict[str, Photo]) -> dict:
@@ -147,16 +170,15 @@ def severity_figures(rows: dict[str, dict], staged: dict[str, Photo]) -> dict:
 
 
 def part_figures(rows: dict[str, dict], staged: dict[str, Photo]) -> dict:
-    """Damaged-part F1: report.csv's damaged_parts vs the yb labels, both in PART_GROUPS' vocabulary."""
-    from train.evaluate import part_group, set_f1
-
+    """Damaged-part F1: report.csv's damaged_parts vs the yb labels, both in PART_GROUPS' vocabulary (the
+    comparison of ``train.evaluate.damaged_parts``, the build's figure, on the CLI's answers)."""
     truth, predicted = [], []
     for name, row in rows.items():
         photo = staged[name]
         if photo.kind != PART_KIND or photo.sample is None:
             continue
-        truth.append({g for label, _ in photo.sample.polygons if (g := part_group(label))})
-        predicted.append({g for part in row["damaged_parts"].split(";") if (g := part_group(part.strip()))})
+        truth.append(part_groups(label for label, _ in photo.sample.polygons))
+        predicted.append(part_groups(row["damaged_parts"].split(";")))
     scores = set_f1(truth, predicted) if truth else {}
     return {"damaged_part_f1": scores["all"]["f1"] if scores else None, "damaged_part_scores": scores}
 
@@ -164,8 +186,12 @@ def part_figures(rows: dict[str, dict], staged: dict[str, Photo]) -> dict:
 @dataclass
 class EvalArguments:
     shared: str = field(default="../shared")
-    work: str = field(default="models/offline/work", metadata={"help": "a build's work folder (its split)"})
+    work: str = field(
+        default="models/held_out.json",
+        metadata={"help": "the release's held-out list, or a build's work folder (its held_out_split.json)"},
+    )
     profile: str | None = field(default=None, metadata={"help": "default: the release (no --models)"})
+    precision: str | None = field(default=None, metadata={"help": "the CLI's --precision (default: its own)"})
     out: str = field(default="release_eval.json")
     per_kind: int = field(default=300, metadata={"help": "at most this many held-out photos of each kind"})
     scratch: str = field(default="/tmp/release-eval", metadata={"help": "photos and the CLI's output go here"})
@@ -174,11 +200,12 @@ class EvalArguments:
 def evaluate_release(args: EvalArguments) -> dict:
     offline_env()
     shared, scratch = Path(args.shared).resolve(), Path(args.scratch)
-    kinds = held_out_photos(shared, split_from(Path(args.work)), args.per_kind)
+    kinds = held_out_photos(shared, split_from(Path(args.work), shared), args.per_kind)
     staged = stage_photos(kinds, scratch / "photos")
-    rows, coco = run_cli(scratch / "photos", scratch / "out", args.profile)
+    rows, coco = run_cli(scratch / "photos", scratch / "out", args.profile, args.precision)
     by_photo = rows_by_photo(rows, staged)
     figures = {"profile": args.profile or "release (default)", "counts": {k: len(v) for k, v in kinds.items()}}
+    figures["precision"] = args.precision or "auto"
     figures |= {"analysed": len(by_photo), "files": len(staged)}
     figures |= check_figures(by_photo, staged) | part_figures(by_photo, staged) | mask_figures(coco, staged)
     Path(args.out).write_text(json.dumps(figures, indent=1, default=float) + "\n", encoding="utf-8")

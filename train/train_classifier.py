@@ -7,7 +7,8 @@ Image folders in, a transformers model folder out (labels in ``config.id2label``
         --output_dir models/damage-classifier --learning_rate 5e-4 --num_train_epochs 5
 
 Label order matters to the pipeline: damage ``whole damaged`` (ids 0, 1), car ``not_car car``.
-Without ``--validation_dir`` a near-duplicate-aware split of the training folder is held out.
+Without ``--validation_dir`` a near-duplicate-aware split of the training folder is held out. The dataset and its
+augmentation: ``train.classifier_data``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
 
-from train.common import list_images, offline_env, open_rgb
+from train.classifier_data import ImageFolderDataset, Target, eval_transform, folder_items, train_transform
+from train.common import offline_env
 
 DEFAULT_BASE = "google/vit-base-patch16-224-in21k"
 
@@ -60,133 +60,12 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None)
 
 
-# --- data ----------------------------------------------------------------------------------------
-
-
-Target = tuple[int, ...]  # the label ids a photo may have: one id, or several when only the group is known
-
-
-def folder_targets(folders: Sequence[str], labels: Sequence[str], folder_map: dict | None = None) -> dict[str, Target]:
-    """Folder name -> target; folders mapped to null are left out; unknown folders are an error."""
-    folder_map = folder_map or {}
-    targets = {}
-    for folder in folders:
-        mapped = folder_map.get(folder, folder)
-        if mapped is None:
-            continue
-        names = [mapped] if isinstance(mapped, str) else list(mapped)
-        unknown = [n for n in names if n not in labels]
-        if unknown:
-            raise ValueError(f"folder {folder!r}: {unknown} are not among the labels {list(labels)}")
-        targets[folder] = tuple(labels.index(n) for n in names)
-    return targets
-
-
-def folder_items(root: Path, labels: Sequence[str], folder_map: dict | None = None) -> list[tuple[Path, Target]]:
-    """(image, target) for every image under ``root/<folder>/``."""
-    folders = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
-    targets = folder_targets(folders, labels, folder_map)
-    return [(p, targets[f]) for f in folders if f in targets for p in list_images(Path(root) / f)]
-
-
-def multi_hot(target: Target, num_labels: int) -> torch.Tensor:
-    row = torch.zeros(num_labels)
-    row[list(target)] = 1.0
-    return row
-
-
-class ImageFolderDataset(Dataset):
-    """Photos and their targets as multi-hot rows (one 1 for a known label, several for "one of these")."""
-
-    def __init__(
-        self,
-        items: Sequence[tuple[Path, Target]],
-        transform: Callable[[Image.Image], torch.Tensor],
-        num_labels: int,
-        min_side: int | None = 448,
-    ) -> None:
-        self.items, self.transform, self.min_side = list(items), transform, min_side
-        self.num_labels = num_labels
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        path, target = self.items[index]
-        return {
-            "pixel_values": self.transform(open_rgb(path, self.min_side)),
-            "labels": multi_hot(target, self.num_labels),
-        }
-
-
-def processor_geometry(processor: object) -> tuple[tuple[int, int], list[float], list[float]]:
-    """(height, width), mean, std the model expects, from a transformers or timm-wrapper image processor."""
-    config = getattr(processor, "data_config", None)
-    if config:  # TimmWrapperImageProcessor
-        _, height, width = config["input_size"]
-        return (height, width), list(config["mean"]), list(config["std"])
-    size = getattr(processor, "crop_size", None) or processor.size
-    hw = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
-    return hw, list(processor.image_mean), list(processor.image_std)
-
-
-class RandomLowResolution:
-    """Downscale then upscale: resolution must not give away the source (some whole cars are 100 px crops)."""
-
-    def __init__(self, smallest: int = 64, largest: int = 160) -> None:
-        self.smallest, self.largest = smallest, largest
-
-    def __call__(self, image: Image.Image) -> Image.Image:
-        side = random.randint(self.smallest, self.largest)
-        scale = side / max(image.size)
-        if scale >= 1:
-            return image
-        small = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
-        return small.resize(image.size, Image.BICUBIC)
-
-
-def train_transform(processor: object, augment: str, min_crop_scale: float = 0.25) -> Callable:
-    """Augmentation for training; ``strong`` also varies colour, sharpness, resolution and JPEG quality."""
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms import v2 as T
-
-    size, mean, std = processor_geometry(processor)
-    if augment == "none":
-        return eval_transform(processor)
-    ops: list = [
-        T.RandomResizedCrop(size, scale=(min_crop_scale, 1.0), interpolation=InterpolationMode.BICUBIC, antialias=True),
-        T.RandomHorizontalFlip(),
-    ]
-    if augment == "strong":
-        ops += [
-            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.05)], p=0.8),
-            T.RandomGrayscale(p=0.1),
-            T.RandomApply([RandomLowResolution()], p=0.25),
-            T.RandomApply([T.GaussianBlur(5, sigma=(0.1, 2.0))], p=0.2),
-            T.RandomRotation(10),
-        ]
-    ops += [T.PILToTensor()]
-    if augment == "strong":
-        ops += [T.RandomApply([T.JPEG((30, 95))], p=0.3)]
-    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)]
-    return T.Compose(ops)
-
-
-def eval_transform(processor: object) -> Callable[[Image.Image], torch.Tensor]:
-    """Exactly the model's own preprocessing, as the pipeline applies it at inference."""
-
-    def transform(image: Image.Image) -> torch.Tensor:
-        return processor(images=image, return_tensors="pt")["pixel_values"][0]
-
-    return transform
-
-
 # --- metrics, loss, callbacks --------------------------------------------------------------------
 
 
 def make_compute_metrics(labels: Sequence[str]) -> Callable:
     """Validation metrics from multi-hot targets; ``selection_score`` picks the checkpoint (see target_metrics)."""
-    from train.evaluate import target_metrics
+    from train.evaluate.metrics import target_metrics
 
     def compute_metrics(eval_pred) -> dict[str, float]:
         logits, targets = eval_pred

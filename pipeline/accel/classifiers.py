@@ -62,22 +62,28 @@ def image_forward(folder: Path, head: Head, precision: str, loaders: Loaders) ->
 
 
 def openvino_kind(precision: str) -> str | None:
-    """'int8' or 'f32' when the classifiers run on an OpenVINO copy, None for PyTorch (a GPU, bf16, or the exact
-    fp32 reference asked for by name)."""
+    """'int8', 'bf16' or 'f32' when the classifiers run on an OpenVINO copy, None for PyTorch (a GPU, or the exact
+    fp32 reference asked for by name). bf16 is the f32 copy compiled at bf16 (AMX runs it natively)."""
     resolved = resolve_precision(precision)
     if cuda_available():
         return None
     if resolved == "int8":
         return "int8"
-    if precision == "auto" and resolved == "fp32" and importlib.util.find_spec("openvino") is not None:
-        return "f32"
-    return None
+    if importlib.util.find_spec("openvino") is None:
+        return None
+    if resolved == "bf16":
+        return "bf16"
+    return "f32" if precision == "auto" and resolved == "fp32" else None
 
 
 def _openvino_forward(folder: Path, head: Head, kind: str, loaders: Loaders) -> ImagesToArray:
-    key = fingerprint(folder_files(folder), head.__name__, kind)
-    copy = build_once(cache_dir() / "classifiers" / key, lambda staging: _convert(head, kind, loaders, staging), "ok")
-    forward = CompiledForward(compile_model(copy / "model.xml", dynamic_quantization=kind == "int8"))
+    converted = "int8" if kind == "int8" else "f32"  # bf16 is a compile-time hint on the f32 copy
+    key = fingerprint(folder_files(folder), head.__name__, converted)
+    copy = build_once(
+        cache_dir() / "classifiers" / key, lambda staging: _convert(head, converted, loaders, staging), "ok"
+    )
+    hint = "bf16" if kind == "bf16" else "f32"
+    forward = CompiledForward(compile_model(copy / "model.xml", hint, dynamic_quantization=kind == "int8"))
     spec = PixelSpec.read(copy)
     pixels = spec if spec is not None else _library_pixels(loaders.processor())
     return lambda images: forward(pixels(images))

@@ -45,11 +45,12 @@ def cuda_available() -> bool:
 def resolve_precision(precision: str) -> str:
     """What 'auto' means on this machine (measured on 2-core x86 CPUs, see docs/performance.md):
 
-    - AMX (bf16 matrix tiles): bf16.
+    - AMX (bf16 matrix tiles): bf16, every model on its OpenVINO copy compiled at bf16.
     - VNNI without AMX: int8 linear layers in the classifiers; bf16 there is emulated and slower than fp32.
     - otherwise: fp32 (the classifiers on their f32 OpenVINO copies, ``classifiers.openvino_kind``).
 
-    The segmenter stays f32 under 'auto' on every CPU: its static int8 copy is opt-in (``Segmenter``).
+    The segmenters run their f32 copies except under bf16: the static int8 copy is opt-in (``Segmenter``). Each
+    fast precision is judged against fp32 by accuracy on held-out photos (``python -m bench``), per CPU make.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
