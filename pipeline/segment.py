@@ -73,17 +73,15 @@ class Segmenter(Stage):
     def detect(
         self, photos: Sequence[Photo], conf: float, iou: float = 0.5, max_det: int = 50
     ) -> list[tuple[Detection, ...]]:
-        """Instances per photo, best first. One photo per call: Ultralytics letterboxes a mixed-size batch
-        differently from a single photo, and a batch must give exactly the answers of its photos one by one."""
+        """Instances per photo, best first. Each photo letterboxed as it would be alone (Ultralytics letterboxes a
+        mixed-size batch differently, and a batch must give the answers of its photos one by one): the OpenVINO
+        copy batches the photos whose letterboxes match, Ultralytics takes one photo per call."""
         model = self.model
-        found = []
-        for photo in photos:
-            if isinstance(model, OpenVINOSegmenter):
-                instances = model.predict(photo.image, conf, iou, self.image_size, max_det)
-            else:
-                instances = self._ultralytics(model, photo, conf, iou, max_det)
-            found.append(_to_detections(instances, model.names, photo))
-        return found
+        if isinstance(model, OpenVINOSegmenter):
+            found = model.predict_many([photo.image for photo in photos], conf, iou, self.image_size, max_det)
+        else:
+            found = [self._ultralytics(model, photo, conf, iou, max_det) for photo in photos]
+        return [_to_detections(instances, model.names, photo) for instances, photo in zip(found, photos)]
 
     def _ultralytics(self, model, photo: Photo, conf: float, iou: float, max_det: int) -> Instances:
         with _predict_lock(model), quiet_ultralytics():

@@ -17,6 +17,7 @@ from PIL import Image
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
+BATCH = 8  # photos of one letterbox size a network call (the pipeline's default batch)
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,35 @@ class OpenVINOSegmenter:
         return cls(compiled, names, int(meta.get("stride", 32)))
 
     def predict(self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int) -> Instances:
-        box, pixels = letterboxed(image, image_size, self.stride)
-        request = self.compiled.create_infer_request()
-        request.infer({0: pixels})
-        outputs = [request.get_output_tensor(i).data for i in range(2)]
-        prediction, protos = sorted(outputs, key=lambda a: a.ndim)  # (1, 4+nc+nm, N), (1, nm, h, w)
-        kept = _nms(prediction[0], len(self.names), conf, iou, max_det)
-        masks = _masks(protos[0], kept[:, 6:], kept[:, :4], box.size)
+        return self.predict_many([image], conf, iou, image_size, max_det)[0]
+
+    def predict_many(
+        self, images: list[Image.Image], conf: float, iou: float, image_size: int, max_det: int
+    ) -> list[Instances]:
+        """Each image letterboxed as it would be alone; images whose letterboxes have the same size go through the
+        network in batches of BATCH (on 2 cores a batch of 8 costs about half as much a photo as single calls), the
+        rest one by one: two batch sizes only, since OpenVINO prepares its kernels anew for every input shape."""
+        boxed = [letterboxed(image, image_size, self.stride) for image in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (box, _) in enumerate(boxed):
+            groups.setdefault(box.size, []).append(i)
+        chunks = []
+        for members in groups.values():
+            full = len(members) - len(members) % BATCH
+            chunks += [members[k : k + BATCH] for k in range(0, full, BATCH)] + [[i] for i in members[full:]]
+        found: dict[int, Instances] = {}
+        for members in chunks:
+            request = self.compiled.create_infer_request()
+            request.infer({0: np.concatenate([boxed[i][1] for i in members])})
+            outputs = [request.get_output_tensor(k).data for k in range(2)]
+            predictions, protos = sorted(outputs, key=lambda a: a.ndim)  # (B, 4+nc+nm, N), (B, nm, h, w)
+            for row, i in enumerate(members):
+                found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det)
+        return [found[i] for i in range(len(images))]
+
+    def _instances(self, box: Letterbox, prediction, protos, conf: float, iou: float, max_det: int) -> Instances:
+        kept = _nms(prediction, len(self.names), conf, iou, max_det)
+        masks = _masks(protos, kept[:, 6:], kept[:, :4], box.size)
         has_pixels = masks.any(axis=(1, 2))  # Ultralytics drops instances without a pixel
         kept, masks = kept[has_pixels], masks[has_pixels]
         boxes = box.boxes_to_source(kept[:, :4].copy())
