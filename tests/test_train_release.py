@@ -66,6 +66,25 @@ def test_a_build_becomes_a_release_the_product_loads(tmp_path):
     assert weights.stat().st_size < (build / "damage-classifier" / "model.safetensors").stat().st_size * 0.6  # fp16
 
 
+def test_a_resumed_build_keeps_the_releases_car_check_and_writes_the_held_out_list(tmp_path):
+    """A build resumed from the release names the release's own car-check folder: packaging must keep it (not
+    clear it before copying it onto itself), and the build's held-out photos travel as names relative to ../shared."""
+    shared, build = _tiny_build(tmp_path)
+    out = tmp_path / "models"
+    package(ReleaseArguments(build=str(build), out=str(out), curve=None, force=True))
+    before = (out / "car-check" / "model.safetensors").read_bytes()
+    profile = (build / "profile.toml").read_text().replace(str(shared / CAR_MODEL), str(out / "car-check"))
+    (build / "profile.toml").write_text(profile)
+    split = {"held_out": {"nm": [str(shared / "data" / "nm" / "1.jpg")]}, "train": {}}
+    (build / "work").mkdir()
+    (build / "work" / "held_out_split.json").write_text(json.dumps(split))
+    summary = json.loads((build / "build_summary.json").read_text()) | {"args": {"shared": str(shared)}}
+    (build / "build_summary.json").write_text(json.dumps(summary))
+    package(ReleaseArguments(build=str(build), out=str(out), curve=None, force=True))
+    assert (out / "car-check" / "model.safetensors").read_bytes() == before
+    assert json.loads((out / "held_out.json").read_text()) == {"held_out": {"nm": ["data/nm/1.jpg"]}}
+
+
 def test_training_state_adds_each_run():
     first = updated_state({}, {"timings_s": {"train_segmenter": 3600}, "epochs": {"damage-segmenter": 4}}, "d1")
     second = updated_state(first, {"timings_s": {"train_segmenter": 1800}, "epochs": {"damage-segmenter": 2}}, "d2")

@@ -61,7 +61,10 @@ def weights_of(model: ReleaseModel, out: Path) -> Path:
 
 def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path) -> Path:
     if not model.build_path:  # the car model the build's profile names (shared ImageNet, or a release's copy)
-        return copy_transformers_folder((build / build_profile["car"]["model"]).resolve(), out / model.folder)
+        src = (build / build_profile["car"]["model"]).resolve()
+        if src == (out / model.folder).resolve():  # a resumed build names the release's own copy: keep it
+            return weights_of(model, out)
+        return copy_transformers_folder(src, out / model.folder)
     src = build / model.build_path
     if not src.exists() and weights_of(model, out).is_file():  # not trained in this build (--skip_*): kept
         return weights_of(model, out)
