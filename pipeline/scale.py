@@ -3,10 +3,11 @@
     python -m pipeline INPUT... --out DIR --engine ray [--ray-address ADDRESS] [--actors N] [--batch-size B]
 
 Inputs are listed on the driver (photos, folders, zips, and text / CSV / Parquet lists of paths or URIs that
-pyarrow's file systems read: local, s3://, gs://, ...). Ray Data decodes them in tasks (the local engine's limits
-and messages), runs the cascade in a pool of actors (models loaded once per actor, retried when an actor dies)
-and streams the rows back; the driver appends each batch to ``DIR/results.parquet/`` as its own file, so a killed
-run loses at most the batches in flight and a rerun skips what is done. From the dataset it writes the local
+pyarrow's file systems read: local, s3://, gs://, ...). Ray Data hands them in batches to a pool of actors that
+read, decode (the local engine's limits and messages) and analyse them (models loaded once per actor, a batch
+retried when its actor dies), so only the units and the result rows travel between processes, and streams the
+rows back; the driver appends each batch to ``DIR/results.parquet/`` as its own file, so a killed run loses at
+most the batches in flight and a rerun skips what is done. From the dataset it writes the local
 engine's report.csv, vehicles.csv, predictions.json and summary.json: vehicles are grouped on the driver while
 listing (as the local engine groups them) and their rows made from the results after the run, wherever each
 photo was analysed. Only this module imports ray, and only when it runs.
@@ -14,17 +15,18 @@ photo was analysed. Only this module imports ray, and only when it runs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .batch import Decoded, analysed, decode_entry, is_zip, open_input
 from .errors import UnsafeArchiveError
@@ -34,6 +36,9 @@ from .settings import Settings
 from .sinks import DirSink, OutputNames
 from .vehicles import PartDamage, PhotoFacts, vehicle_rows
 from .zipsafe import Entry, ZipLimits, read_zip_entry
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RESULTS = "results.parquet"
 LIST_SUFFIXES = {".txt": "text", ".csv": "csv", ".parquet": "parquet"}
@@ -64,6 +69,7 @@ class RayOptions:
     batch_size: int = 8
     gpus_per_actor: float = 0.0
     save_images: bool = False
+    calls_per_actor: int = 2  # batches an actor holds at once: one in its models, the next one decoding
 
 
 # ---------------------------------------------------------------- listing (driver)
@@ -142,30 +148,6 @@ def _read_uri(uri: str, limit: int) -> bytes:
         return stream.read(limit + 1)
 
 
-# ---------------------------------------------------------------- decoding (tasks)
-
-
-def decode_row(row: dict[str, Any], settings: Settings, limits: ZipLimits) -> dict[str, Any]:
-    """A unit -> its working image (uint8 array) and original size, or the row it gets instead."""
-    out = {**row, "image": np.zeros((0, 0, 3), np.uint8), "width": 0, "height": 0}
-    if row["status"]:
-        return out
-    decoded: Decoded = decode_entry(Entry(row["name"], read=lambda: _unit_bytes(row, limits)), settings)
-    if decoded.photo is None:
-        return out | {"status": str(decoded.status), "message": decoded.message}
-    width, height = decoded.photo.size
-    return out | {"image": np.asarray(decoded.photo.image), "width": width, "height": height}
-
-
-def _unit_bytes(row: dict[str, Any], limits: ZipLimits) -> bytes:
-    if row["entry"]:
-        return read_zip_entry(row["source"], int(row["entry"]), limits)
-    data = _read_uri(row["source"], limits.max_entry_bytes)
-    if len(data) > limits.max_entry_bytes:
-        raise UnsafeArchiveError(f"larger than {limits.max_entry_bytes / 1e6:.0f} MB")
-    return data
-
-
 # ---------------------------------------------------------------- the cascade (actors)
 
 _TYPES = {"str": "string", "bool | None": "bool", "float | None": "float64", "int | None": "int64", "Status": "string"}
@@ -182,40 +164,45 @@ def result_schema():
 
 
 class CascadeActor:
-    """The cascade in one actor process: the models loaded once, at start, with as many threads as CPUs given."""
+    """The cascade in one actor process: the models loaded once, at start, with as many threads as CPUs given.
+    Each call reads and decodes its units here (the local engine's limits and messages): only the units and the
+    result rows travel between processes, never decoded photos."""
 
-    def __init__(self, settings: Settings, out_dir: str, threads: int) -> None:
-        import torch
-
+    def __init__(self, settings: Settings, limits: ZipLimits, out_dir: str, threads: int) -> None:
         os.environ["CAR_DAMAGE_THREADS"] = str(threads)  # OpenVINO's share of this actor's CPUs
-        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # PyTorch's, should a model need it (imported only then)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
         from .analyze import load_models
 
-        self.settings, self.sink = settings, DirSink(Path(out_dir))
+        self.settings, self.limits, self.sink = settings, limits, DirSink(Path(out_dir))
+        # The models take one batch at a time, as in the local engine: two threads in one compiled OpenVINO model
+        # were seen to deadlock. Reading, decoding and making rows overlap the other call's models.
+        self.models_lock = threading.Lock()
         problems = [str(error) for error in load_models(settings).values() if error]
         if problems:
             raise RuntimeError(problems[0])
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
-        from PIL import Image
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """A table of units -> a table of their result rows (results.parquet's schema), in order."""
+        import pyarrow as pa
 
-        from .decode import Photo
+        rows = batch.to_pylist()
+        decoded = {i: self._decoded(row) for i, row in enumerate(rows) if not row["status"]}
+        todo = [i for i, item in decoded.items() if item.photo is not None]
+        with self.models_lock:
+            outcomes = dict(zip(todo, analysed([decoded[i].photo for i in todo], self.settings))) if todo else {}
+        out = [self._result(row, decoded.get(i), outcomes.get(i)) for i, row in enumerate(rows)]
+        return pa.Table.from_pylist(out, schema=result_schema())
 
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        todo = [i for i, row in enumerate(rows) if not row["status"]]
-        photos = [
-            Photo(Image.fromarray(rows[i]["image"]), (int(rows[i]["width"]), int(rows[i]["height"]))) for i in todo
-        ]
-        outcomes = dict(zip(todo, analysed(photos, self.settings)))
-        out = [self._result(row, outcomes.get(i)) for i, row in enumerate(rows)]
-        return {name: [row[name] for row in out] for name in result_schema().names}
+    def _decoded(self, row: dict[str, Any]) -> Decoded:
+        return decode_entry(Entry(row["name"], read=lambda: _unit_bytes(row, self.limits)), self.settings)
 
-    def _result(self, row: dict[str, Any], outcome) -> dict[str, Any]:
-        import psutil
-
+    def _result(self, row: dict[str, Any], decoded: Decoded | None, outcome) -> dict[str, Any]:
         detections = []
-        if outcome is None:
-            report = ReportRow(row["name"], Status(row["status"]), row["message"])
+        if outcome is None:  # decided while listing, or not decoded
+            status, message = (decoded.status, decoded.message) if decoded else (Status(row["status"]), row["message"])
+            report = ReportRow(row["name"], status, message)
         elif isinstance(outcome, str):
             report = ReportRow(row["name"], Status.ERROR, outcome)
         else:
@@ -225,14 +212,23 @@ class CascadeActor:
                 self.sink.write(row["annotated_file"], encode(annotate(outcome), Path(row["annotated_file"]).suffix)[0])
             report = ReportRow.of(row["name"], row["annotated_file"], outcome)
             detections = [coco_prediction(d) for d in outcome.detections]
-        rss = psutil.Process().memory_info().rss / 2**20
-        extra = {
-            "key": row["key"],
-            "detections": json.dumps(detections),
-            "worker_pid": os.getpid(),
-            "worker_rss_mb": rss,
-        }
-        return extra | report.to_dict()
+        extra = {"key": row["key"], "detections": json.dumps(detections), "worker_pid": os.getpid()}
+        return extra | {"worker_rss_mb": _rss_mb()} | report.to_dict()
+
+
+def _unit_bytes(row: dict[str, Any], limits: ZipLimits) -> bytes:
+    if row["entry"]:
+        return read_zip_entry(row["source"], int(row["entry"]), limits)
+    data = _read_uri(row["source"], limits.max_entry_bytes)
+    if len(data) > limits.max_entry_bytes:
+        raise UnsafeArchiveError(f"larger than {limits.max_entry_bytes / 1e6:.0f} MB")
+    return data
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
 
 
 # ---------------------------------------------------------------- the run (driver)
@@ -268,7 +264,6 @@ def done_keys(results: Path) -> set[str]:
 def _stream_results(todo: list[Unit], out_dir: Path, settings: Settings, options: RayOptions, limits: ZipLimits):
     """Ray Data does the work; each batch that comes back is written at once, as its own file (written under a
     temporary name, then renamed: a killed run leaves only whole files)."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
@@ -276,8 +271,7 @@ def _stream_results(todo: list[Unit], out_dir: Path, settings: Settings, options
     results, run = out_dir / RESULTS, uuid.uuid4().hex[:8]
     results.mkdir(exist_ok=True)
     with tqdm(total=len(todo), desc="photos", unit="photo") as bar:
-        for seq, batch in enumerate(dataset.iter_batches(batch_size=None, batch_format="pyarrow")):
-            table = pa.Table.from_pylist(batch.to_pylist(), schema=result_schema())
+        for seq, table in enumerate(dataset.iter_batches(batch_size=None, batch_format="pyarrow")):
             partial = results / f".part-{run}-{seq:06d}.parquet"
             pq.write_table(table, partial)
             os.replace(partial, results / f"part-{run}-{seq:06d}.parquet")
@@ -285,40 +279,74 @@ def _stream_results(todo: list[Unit], out_dir: Path, settings: Settings, options
 
 
 def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: RayOptions, limits: ZipLimits):
-    """units -> decode (tasks) -> the cascade (a pool of actors; Ray restarts a dead actor and retries its batch)."""
+    """units -> the cascade in a pool of actors that read, decode and analyse them (Ray restarts a dead actor and
+    retries its batches). A block per batch, so each actor call takes its units straight from the listing; each
+    actor runs ``calls_per_actor`` calls at once, so one call's reading and decoding overlap another's models."""
     import ray
 
     start_ray(options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts photos
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    actor_cpus = max(0.5, int(10 * (cpus - 0.2) / options.actors) / 10)  # room for the decoding tasks
-    dataset = ray.data.from_items(
-        [asdict(unit) for unit in todo], override_num_blocks=max(1, len(todo) // options.batch_size)
+    actor_cpus = max(0.5, int(10 * cpus / options.actors) / 10)
+    units = ray.data.from_items(
+        [asdict(unit) for unit in todo], override_num_blocks=-(-len(todo) // options.batch_size)
     )
-    dataset = dataset.map(decode_row, fn_kwargs={"settings": settings, "limits": limits}, num_cpus=0.1)
-    return dataset.map_batches(
+    constructor = {
+        "settings": settings,
+        "limits": limits,
+        "out_dir": str(out_dir),
+        "threads": max(1, round(actor_cpus)),
+    }
+    pool = ray.data.ActorPoolStrategy(
+        size=options.actors,
+        max_concurrent_calls_per_actor=options.calls_per_actor,
+        enable_true_multi_threading=options.calls_per_actor > 1,
+    )
+    return units.map_batches(
         CascadeActor,
-        fn_constructor_kwargs={"settings": settings, "out_dir": str(out_dir), "threads": max(1, round(actor_cpus))},
+        batch_format="pyarrow",
         batch_size=options.batch_size,
-        concurrency=options.actors,
+        fn_constructor_kwargs=constructor,
+        compute=pool,
         num_cpus=actor_cpus,
         num_gpus=options.gpus_per_actor or None,
     )
 
 
 def start_ray(options: RayOptions) -> None:
-    """The user's cluster (``--ray-address``), or a local runtime sized to this machine; this package and the
-    offline / cache env vars go to the workers."""
+    """The user's cluster (``--ray-address``, else Ray's own RAY_ADDRESS: this package and the offline / cache env
+    vars go to its workers as a runtime env), or a new local runtime sized to this machine. A local runtime's
+    workers are started by it and inherit this process's environment, so they need no runtime env, only this
+    package's folder on PYTHONPATH: a runtime env would make each worker wait for its package to be unpacked and
+    keep the runtime from using the workers it starts ahead (seconds of a run's start)."""
     import ray
 
     if ray.is_initialized():
         return
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-    runtime_env = {"py_modules": [str(Path(__file__).parent)], "env_vars": env}
-    if options.address:
-        ray.init(address=options.address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    address = options.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+        runtime_env = {"py_modules": [str(Path(__file__).parent)], "env_vars": env}
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+        return
+    with _this_package_on_pythonpath():  # for the runtime's processes, started now
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def _this_package_on_pythonpath() -> Iterator[None]:
+    """PYTHONPATH with the folder that holds this package first, for the processes started meanwhile; then as
+    it was (this process's later children need not have it)."""
+    saved = os.environ.get("PYTHONPATH")
+    root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(path for path in (root, saved) if path)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def collect(units: list[Unit], results: Path) -> tuple[list[ReportRow], Coco, list[PhotoFacts]]:

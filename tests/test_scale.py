@@ -1,6 +1,7 @@
 """Issue 16: the Ray engine on a local 2-CPU Ray cluster (one for the session): the local engine's rows, one
 Parquet row per input, resuming after an interrupted run, and an actor killed mid-run. Issue 23: the local
-engine's vehicles.csv."""
+engine's vehicles.csv. Issue 25: the actors read and decode their photos (the local engine's messages), and the
+command line's own local runtime needs no runtime env."""
 
 from __future__ import annotations
 
@@ -72,7 +73,8 @@ def _report(folder: Path) -> list[dict[str, str]]:
 
 
 def _answers(rows: list[dict[str, str]]) -> list[tuple[str, ...]]:
-    return [(r["file"].split("/")[-1], r["status"], r["is_car"], r["is_damaged"], r["damage_count"]) for r in rows]
+    columns = ("status", "message", "is_car", "is_damaged", "damage_count")
+    return [(r["file"].split("/")[-1], *(r[column] for column in columns)) for r in rows]
 
 
 def _ray(inputs: list[str], out: Path, profile: Path, *extra: str) -> int:
@@ -154,6 +156,20 @@ def test_an_actor_killed_mid_run_costs_no_row(ray_cluster, inputs, fp32_profile,
     rows = results["run"].rows
     assert len(rows) == 43 and len({r.file for r in rows}) == 43
     assert sum(r.status == "ok" for r in rows) == 30 - 4 + 8 + 4
+
+
+def test_the_command_lines_own_runtime_needs_no_runtime_env(inputs, fp32_profile, tmp_path):
+    """Without --ray-address the command line starts a local Ray runtime whose workers import this package from
+    the checkout (nothing packaged or uploaded), whatever folder the command runs in."""
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pipeline.__main__ import main; sys.exit(main())"
+    out = tmp_path / "out"
+    command = [sys.executable, "-c", code, *inputs, "--out", str(out), "--models", str(fp32_profile),
+               "--engine", "ray", "--actors", "1"]  # fmt: skip
+    env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "RAY_ADDRESS")}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-3000:]  # the zip's 4 broken files
+    rows = _report(out)
+    assert len(rows) == 43 and sum(r["status"] == "ok" for r in rows) == 30 - 4 + 8 + 4
 
 
 @pytest.fixture(scope="module")
