@@ -226,8 +226,9 @@ def damaged_parts(damaged: Iterable[PhotoFacts]) -> tuple[DamagedPart, ...]:
     best: dict[str, tuple[float, str]] = {}
     for photo in damaged:
         masked = [(d.part, d.severity or photo.severity, d.score) for d in photo.damages if d.part]
-        unmasked = [(part, photo.severity, photo.damage_score) for part in photo.parts]
-        for part, grade, score in masked + [u for u in unmasked if u[0] not in {m[0] for m in masked}]:
+        placed = {part for part, _, _ in masked}
+        unmasked = [(part, photo.severity, photo.damage_score) for part in photo.parts if part not in placed]
+        for part, grade, score in masked + unmasked:
             grades.setdefault(part, []).append(grade)
             if part not in best or score > best[part][0]:
                 best[part] = (score, photo.file)

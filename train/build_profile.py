@@ -302,11 +302,7 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
 def evaluated_thresholds(args: BuildArguments, data: dict, shared: Path, out: Path, models: dict, laps) -> dict:
     from train.build_eval import evaluate_build
 
-    results = evaluate_build(args, data, shared, out, models, laps)
-    results["runtime"]["calibration_photos"] = copy_calibration_photos(
-        data["seg"].data_yaml, out, args.calibration_photos, args.seed
-    ).name
-    return results
+    return evaluate_build(args, data, shared, out, models, laps)
 
 
 def build(args: BuildArguments) -> Path:
@@ -325,11 +321,11 @@ def build(args: BuildArguments) -> Path:
         # again), so the build's own ~8-minute sweep would only be thrown away.
         results = carried_thresholds(args.resume)
         car = Path(args.resume).resolve() / CAR_CHECK if args.resume else shared / CAR_MODEL
-        if not args.compact:
-            calibration = copy_calibration_photos(data["seg"].data_yaml, out, args.calibration_photos, args.seed)
-            results["runtime"]["calibration_photos"] = calibration.name
     else:
         results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
+    if not args.compact:  # a compact copy has no segmenter training folder to take calibration photos from
+        calibration = copy_calibration_photos(data["seg"].data_yaml, out, args.calibration_photos, args.seed)
+        results["runtime"]["calibration_photos"] = calibration.name
     profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
     summary = {
         "args": asdict(args),
