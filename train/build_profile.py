@@ -89,6 +89,11 @@ class BuildArguments:
     calibration_photos: int = field(default=32, metadata={"help": "segmenter training photos kept for int8"})
     clf_source_copies: int = field(default=4, metadata={"help": "nm and pd photos repeated in the classifiers"})
     clf_learning_rate: float = field(default=5e-4)
+    clf_resume_learning_rate: float = field(
+        default=1e-4,
+        metadata={"help": "with --resume: the classifier's peak rate (at 5e-4 a resumed run's dev score fell after "
+                  "its first evaluation: docs/training.md, run 4)"},
+    )  # fmt: skip
     clf_freeze_fraction: float = field(default=0.75, metadata={"help": "freeze the input-side backbone layers"})
     clf_epochs: int = field(default=8, metadata={"help": "upper bound; the time budget usually stops first"})
     seed: int = field(default=0)
@@ -201,7 +206,8 @@ def train_image_classifier(
 
     gpu = {"dataloader_num_workers": 8, "bf16": True} if cuda_available() else {}  # feed a GPU from 16 cores
     training_args = default_training_arguments(
-        output_dir=str(run_dir), learning_rate=args.clf_learning_rate, num_train_epochs=args.clf_epochs,
+        output_dir=str(run_dir), num_train_epochs=args.clf_epochs,
+        learning_rate=args.clf_resume_learning_rate if args.resume else args.clf_learning_rate,
         eval_strategy="steps", save_strategy="steps", eval_steps=40, save_steps=40, seed=args.seed, **gpu,
     )  # fmt: skip
     base = start_of(args, DAMAGE_CLASSIFIER, Path(args.shared).resolve() / CAR_MODEL)

@@ -31,8 +31,8 @@ from train.release_models import (
 )
 
 
-def copy_transformers_folder(src: Path, dst: Path) -> Path:
-    """config, preprocessing and the weights in fp16 (half the bytes; the product loads them as float32)."""
+def copy_transformers_folder(src: Path, dst: Path, half: bool) -> Path:
+    """config, preprocessing and the weights (in fp16 when ``half``: the product loads them as float32)."""
     from safetensors.torch import load_file, save_file
 
     shutil.rmtree(dst, ignore_errors=True)
@@ -41,8 +41,9 @@ def copy_transformers_folder(src: Path, dst: Path) -> Path:
         if (src / name).is_file():
             shutil.copy2(src / name, dst / name)
     tensors = load_file(src / "model.safetensors")
-    half = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
-    save_file({k: v.contiguous() for k, v in half.items()}, dst / "model.safetensors", metadata={"format": "pt"})
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, dst / "model.safetensors", metadata={"format": "pt"})
     return dst / "model.safetensors"
 
 
@@ -64,13 +65,13 @@ def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path)
         src = (build / build_profile["car"]["model"]).resolve()
         if src == (out / model.folder).resolve():  # a resumed build names the release's own copy: keep it
             return weights_of(model, out)
-        return copy_transformers_folder(src, out / model.folder)
+        return copy_transformers_folder(src, out / model.folder, model.half_weights)
     src = build / model.build_path
     if not src.exists() and weights_of(model, out).is_file():  # not trained in this build (--skip_*): kept
         return weights_of(model, out)
     if model.pipeline_tag == "image-segmentation":
         return copy_yolo_weights(src, out / model.folder)
-    return copy_transformers_folder(src, out / model.folder)
+    return copy_transformers_folder(src, out / model.folder, model.half_weights)
 
 
 def read_build_profile(build: Path) -> dict:
