@@ -144,3 +144,12 @@ def shared_split(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
     cache = tmp_path_factory.mktemp("phash") / "phash-cache.json"
     return held_out_split(shared_dir, hash_cache=cache), cache
+
+
+# Started first, so that with a worker per CPU (pyproject's addopts) the longest work does not run alone at the end.
+SLOW_FIRST = ("test_scale.py", "test_release.py", "test_pipeline.py", "test_limits.py", "test_train_scripts.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: each file keeps its order

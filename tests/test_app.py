@@ -330,6 +330,7 @@ def test_examples_shown_only_when_present(settings_factory, tmp_path, monkeypatc
     assert app.fetch_examples_repo("") is None
 
 
+@pytest.mark.xdist_group("shared-split")  # the session's pHashes of ../shared: computed in one worker
 def test_the_repo_examples_are_few_small_attributed_and_redistributable(request):
     """At most 6, longest side <= 1024 px, each listed in examples/README.md; with ../shared present, each one is
     (by perceptual hash) a photo of the two sets whose licences allow it, nm-damage-via train and lensor."""

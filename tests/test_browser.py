@@ -30,6 +30,7 @@ TIMEOUT = 90_000  # ms; a cold first analysis on a busy 2-core runner
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.xdist_group("browser"),  # one Chromium and one page server
     pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: apt-get install -y chromium"),
 ]
 

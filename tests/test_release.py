@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RELEASE = ROOT / "models"
 EXAMPLES = ROOT / "examples"
 ROLES = ("car", "damage", "segmenter", "parts")
+pytestmark = pytest.mark.xdist_group("release")  # the release's models loaded (and exported) in one worker
 
 
 def _profile() -> dict:

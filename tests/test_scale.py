@@ -22,7 +22,7 @@ from pipeline.__main__ import main as cli
 from tests import zips
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs ray[data] (requirements-dev.txt)")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]  # one Ray runtime: one worker
 ROOT = Path(__file__).resolve().parents[1]
 PASSED = ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "YOLO_OFFLINE", "YOLO_CONFIG_DIR", "CAR_DAMAGE_CACHE")
 

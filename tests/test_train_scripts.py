@@ -140,6 +140,7 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     assert profile_settings(car, out, models, thresholds, runtime) == settings
 
 
+@pytest.mark.xdist_group("shared-split")  # the session's pHashes of ../shared: computed in one worker
 def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) -> None:
     """The build's folders all keep to the one held-out split: no photo (or near-duplicate) trains one model and
     is measured in another's held-out figures."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from pipeline import testing
@@ -69,6 +70,7 @@ def test_worst_grade() -> None:
     assert sources.worst_grade(sources.Sample(Path("y.jpg"), [("damage", None)])) is None
 
 
+@pytest.mark.xdist_group("shared-split")  # the session's pHashes of ../shared: computed in one worker
 def test_held_out_split_of_shared(shared_split) -> None:
     """On the real sets: every photo on one side, and no pHash group on both."""
     split, _ = shared_split
