@@ -118,6 +118,49 @@ def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir)
     clear_cache()
 
 
+def test_two_threads_share_the_openvino_copies(settings_factory, car_imagenet_random, varied_seg_model):
+    """The Space answers a photo and a zip in two threads with one set of models: freshly loaded OpenVINO copies
+    (the first inference is where two threads were seen to deadlock) give each thread the answers of one thread."""
+    import threading
+
+    from pipeline import analyze_batch
+    from pipeline.accel.classifiers import openvino_kind
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.analyze import stages_for
+    from pipeline.hub import clear_cache
+
+    settings = settings_factory(car=car_imagenet_random, seg=varied_seg_model, always_segment=True)
+    settings = settings.with_models(precision="auto", seg_backend="openvino")  # OpenVINO copies on every CPU
+    photos = [testing.photo(120 + 20 * i, 90, seed=70 + i) for i in range(4)]
+    clear_cache()
+    expected = [_answer(a) for a in analyze_batch(photos, settings)]
+    stages = stages_for(settings.models).all()
+    assert isinstance(stages["segmenter"].model, OpenVINOSegmenter)
+    assert openvino_kind(settings.models.precision) is not None  # the classifiers' copies too
+    clear_cache()  # fresh copies: both threads make the first inference
+    answers: dict[int, list] = {}
+
+    def work(thread: int) -> None:
+        answers[thread] = [_answer(a) for _ in range(3) for a in analyze_batch(photos, settings)]
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "two threads in the OpenVINO copies never finished"
+    assert answers == {0: expected * 3, 1: expected * 3}
+    clear_cache()
+
+
+def _answer(analysis) -> tuple:
+    return (
+        round(analysis.car.score, 5),
+        round(analysis.damage.score, 5) if analysis.damage else None,
+        [(d.label, round(d.score, 4), tuple(round(v, 1) for v in d.box)) for d in analysis.detections],
+    )
+
+
 def test_greedy_nms_is_torchvisions():
     torchvision = pytest.importorskip("torchvision")
     import torch

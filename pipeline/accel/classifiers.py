@@ -14,6 +14,7 @@ import importlib.util
 import logging
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 # OpenVINO quantises activations on the fly in groups of this many input channels: 128 ran CLIP ViT-B/32
 # 1.2x faster than 32 on a 2-core VNNI CPU with the same error.
 DYNAMIC_QUANTIZATION_GROUP_SIZE = "128"
+# Every inference on an OpenVINO copy, one at a time in a process: two threads in one compiled model were seen to
+# deadlock on their first inference (OpenVINO 2026.4.1, docs/scale.md), and the Space runs a photo and a zip in two
+# threads. Each inference already takes every core, so little is lost.
+OPENVINO_CALLS = threading.Lock()
 
 Head = Callable[..., Any]  # (PyTorch model, pixels) -> the one output we use
 ImagesToArray = Callable[[Sequence[Image.Image]], np.ndarray]
@@ -108,16 +113,17 @@ def _torch_forward(head: Head, precision: str, loaders: Loaders) -> ImagesToArra
 
 
 class CompiledForward:
-    """Pixels -> the model's output, NumPy in and out, on a compiled OpenVINO model. Thread-safe: each call gets
-    its own infer request (the compiled model is shared)."""
+    """Pixels -> the model's output, NumPy in and out, on a compiled OpenVINO model. Thread-safe: one call at a
+    time (``OPENVINO_CALLS``)."""
 
     def __init__(self, compiled) -> None:  # openvino.CompiledModel
         self.compiled = compiled
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        request = self.compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)})
-        return request.get_output_tensor(0).data.copy()
+        with OPENVINO_CALLS:
+            request = self.compiled.create_infer_request()
+            request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)})
+            return request.get_output_tensor(0).data.copy()
 
 
 def _convert(head: Head, kind: str, loaders: Loaders, staging: Path) -> Path:

@@ -93,7 +93,8 @@ class Instances:
 
 
 class OpenVINOSegmenter:
-    """An Ultralytics segmentation export (OpenVINO IR + metadata.yaml), run by OpenVINO alone. Thread-safe."""
+    """An Ultralytics segmentation export (OpenVINO IR + metadata.yaml), run by OpenVINO alone. Thread-safe: one
+    inference at a time (``classifiers.OPENVINO_CALLS``)."""
 
     task = "segment"
 
@@ -134,11 +135,14 @@ class OpenVINOSegmenter:
         for members in groups.values():
             full = len(members) - len(members) % BATCH
             chunks += [members[k : k + BATCH] for k in range(0, full, BATCH)] + [[i] for i in members[full:]]
+        from .classifiers import OPENVINO_CALLS
+
         found: dict[int, Instances] = {}
         for members in chunks:
-            request = self.compiled.create_infer_request()
-            request.infer({0: np.concatenate([boxed[i][1] for i in members])})
-            outputs = [request.get_output_tensor(k).data for k in range(2)]
+            with OPENVINO_CALLS:
+                request = self.compiled.create_infer_request()
+                request.infer({0: np.concatenate([boxed[i][1] for i in members])})
+                outputs = [request.get_output_tensor(k).data for k in range(2)]  # this thread's request
             predictions, protos = sorted(outputs, key=lambda a: a.ndim)  # (B, 4+nc+nm, N), (B, nm, h, w)
             for row, i in enumerate(members):
                 found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det)
