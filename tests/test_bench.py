@@ -53,3 +53,15 @@ def test_interleaved_latency_measures_both_sides_on_the_same_photos(settings_fac
     assert figures["speedup_single_vs_naive"] == round(
         figures["p50_ms_single_naive"] / figures["p50_ms_single_fast"], 2
     )
+
+
+def test_speedups_are_the_median_of_rounds_measured_in_turn():
+    """One slow round (the host drifting while one side ran) moves no headline ratio."""
+    from bench.__main__ import _median_ratios, _round_ratios
+
+    fast = {"p50_ms_single": 100.0, "p50_ms_batch": 80.0, "photos_per_s": 10.0}
+    naive = {"p50_ms_single": 320.0, "photos_per_s": 2.5}
+    drifted = dict(naive, p50_ms_single=160.0, photos_per_s=5.0)  # naive twice as fast in one round
+    rounds = [_round_ratios(fast, naive), _round_ratios(fast, drifted), _round_ratios(fast, naive)]
+    assert rounds[0] == {"speedup_batch_vs_naive": 4.0, "speedup_single_vs_naive": 3.2, "speedup_zip_vs_naive": 4.0}
+    assert _median_ratios(rounds) == rounds[0]
