@@ -58,7 +58,7 @@ class Segmenter(Stage):
         if on_copy:
             cached = cached_openvino(path, resolve_precision(self.precision), calibration)
             if cached is not None:  # a warm start: neither Ultralytics nor PyTorch is imported
-                return cached
+                return self._warmed(cached)
         try:
             with quiet_ultralytics():
                 model = import_yolo()(str(path), task="segment")
@@ -67,7 +67,12 @@ class Segmenter(Stage):
         if model.task != "segment":
             raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
         if on_copy:
-            return on_openvino(model, path, resolve_precision(self.precision), calibration)
+            return self._warmed(on_openvino(model, path, resolve_precision(self.precision), calibration))
+        return model
+
+    def _warmed(self, model):
+        if isinstance(model, OpenVINOSegmenter):
+            model.warm_up(self.image_size)
         return model
 
     def detect(

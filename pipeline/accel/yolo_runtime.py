@@ -18,6 +18,7 @@ from PIL import Image
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
 BATCH = 8  # photos of one letterbox size a network call (the pipeline's default batch)
+COMMON_SHAPES = ((3, 4), (4, 3), (1, 1))  # height:width of most photos (landscape and portrait 4:3, square)
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,16 @@ class OpenVINOSegmenter:
             for row, i in enumerate(members):
                 found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det)
         return [found[i] for i in range(len(images))]
+
+    def warm_up(self, image_size: int) -> None:
+        """One call at the letterbox of each of COMMON_SHAPES: OpenVINO prepares its kernels for each input shape
+        it has not seen (about ten times the network's own time), which the first photos would otherwise wait for."""
+        from .classifiers import OPENVINO_CALLS
+
+        for shape in COMMON_SHAPES:
+            height, width = Letterbox.fit(shape, image_size, self.stride).size
+            with OPENVINO_CALLS:
+                self.compiled.create_infer_request().infer({0: np.zeros((1, 3, height, width), dtype=np.float32)})
 
     def _instances(self, box: Letterbox, prediction, protos, conf: float, iou: float, max_det: int) -> Instances:
         kept = _nms(prediction, len(self.names), conf, iou, max_det)
