@@ -96,6 +96,10 @@ def test_training_state_adds_each_run():
     second = updated_state(first, {"timings_s": {"train_segmenter": 1800}, "epochs": {"damage-segmenter": 2}}, "d2")
     assert second["models"]["damage-segmenter"] == {"epochs": 6, "train_hours": 1.5}
     assert [run["date"] for run in second["runs"]] == ["d1", "d2"]
+    # A run that did not replace the release is recorded, but the shipped models never saw its epochs.
+    discarded = {"timings_s": {"train_segmenter": 900}, "epochs": {"damage-segmenter": 1}}
+    third = updated_state(second, discarded, "d3", released=False)
+    assert third["models"] == second["models"] and third["runs"][-1]["released"] is False
 
 
 def _yolo_data(root: Path) -> Path:

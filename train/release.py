@@ -99,8 +99,9 @@ def write_release_profile(out: Path, build_profile: dict, digests: dict[str, str
     return path
 
 
-def updated_state(previous: dict, build_summary: dict, when: str) -> dict:
-    """The cumulative training of each model: the build's run appended to the runs before it."""
+def updated_state(previous: dict, build_summary: dict, when: str, released: bool = True) -> dict:
+    """The cumulative training of each shipped model: the build's run appended to the runs before it, its epochs
+    and hours added to the models' only when it replaced the release (else they describe models never shipped)."""
     state = {"models": dict(previous.get("models", {})), "runs": list(previous.get("runs", []))}
     run = {
         "date": when,
@@ -110,9 +111,9 @@ def updated_state(previous: dict, build_summary: dict, when: str) -> dict:
         "epochs": build_summary.get("epochs", {}),
         "machine": build_summary.get("machine", ""),
     }
-    state["runs"].append(run)
+    state["runs"].append(run | {"released": released})
     for model in RELEASE:
-        if not model.build_path:
+        if not model.build_path or not released:
             continue
         entry = dict(state["models"].get(model.folder, {"epochs": 0, "train_hours": 0.0}))
         entry["epochs"] = round(entry.get("epochs", 0) + float(run["epochs"].get(model.folder, 0)), 2)
@@ -140,8 +141,9 @@ def curve_rows(state: dict, evaluation: dict) -> list[str]:
         entry = state["models"][model.folder]
         figures = ", ".join(f"{k} {evaluation[k]:.3f}" for k in model.figures if evaluation.get(k) is not None)
         epochs = run.get("epochs", {}).get(model.folder, 0)
+        name = model.folder if run.get("released", True) else f"{model.folder} (not released)"
         rows.append(
-            f"| {number} | {run['date']} | {run.get('machine', '')} | {model.folder} | {float(epochs):.1f} / "
+            f"| {number} | {run['date']} | {run.get('machine', '')} | {name} | {float(epochs):.1f} / "
             f"{float(entry['epochs']):.1f} | {entry['train_hours']:.2f} | {figures or 'not measured'} |"
         )
     return rows
@@ -199,8 +201,7 @@ def package(args: ReleaseArguments) -> Path:
 def record_run(out: Path, summary: dict, refreshed: bool) -> dict:
     state_path = out / STATE_FILE
     previous = json.loads(state_path.read_text(encoding="utf-8")) if state_path.is_file() else {}
-    state = updated_state(previous, summary, time.strftime("%Y-%m-%d"))
-    state["runs"][-1]["released"] = refreshed
+    state = updated_state(previous, summary, time.strftime("%Y-%m-%d"), refreshed)
     state_path.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
     return state
 

@@ -82,8 +82,9 @@ def training_section(model: ReleaseModel, state: dict) -> list[str]:
     lines = ["## Training", ""]
     entry = state.get("models", {}).get(model.folder)
     if entry:
+        released = sum(run.get("released", True) for run in state.get("runs", []))  # the runs it is made of
         lines += [f"{entry['epochs']:.1f} epochs in {entry['train_hours']:.2f} hours of training, over "
-                  f"{len(state.get('runs', []))} run(s) (docs/training.md has the learning curve).", ""]  # fmt: skip
+                  f"{released} released run(s) (docs/training.md has the learning curve).", ""]  # fmt: skip
     else:
         lines += ["Not trained here.", ""]
     return [*lines, "```bash", TRAIN_COMMAND, "```", ""]
