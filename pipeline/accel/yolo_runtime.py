@@ -15,6 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .classifiers import OPENVINO_CALLS
+
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
 BATCH = 8  # photos of one letterbox size a network call (the pipeline's default batch)
@@ -136,8 +138,6 @@ class OpenVINOSegmenter:
         for members in groups.values():
             full = len(members) - len(members) % BATCH
             chunks += [members[k : k + BATCH] for k in range(0, full, BATCH)] + [[i] for i in members[full:]]
-        from .classifiers import OPENVINO_CALLS
-
         found: dict[int, Instances] = {}
         for members in chunks:
             with OPENVINO_CALLS:
@@ -152,8 +152,6 @@ class OpenVINOSegmenter:
     def warm_up(self, image_size: int) -> None:
         """One call at the letterbox of each of COMMON_SHAPES: OpenVINO prepares its kernels for each input shape
         it has not seen (about ten times the network's own time), which the first photos would otherwise wait for."""
-        from .classifiers import OPENVINO_CALLS
-
         for shape in COMMON_SHAPES:
             height, width = Letterbox.fit(shape, image_size, self.stride).size
             with OPENVINO_CALLS:
