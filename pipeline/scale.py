@@ -176,8 +176,10 @@ class CascadeActor:
         from .analyze import load_models
 
         self.settings, self.limits, self.sink = settings, limits, DirSink(Path(out_dir))
-        # The models take one batch at a time, as in the local engine: two threads in one compiled OpenVINO model
-        # were seen to deadlock. Reading, decoding and making rows overlap the other call's models.
+        # The models take one batch at a time, as in the local engine (one batch's working images in memory at
+        # once; OpenVINO inferences are serialised process-wide too, classifiers.OPENVINO_CALLS, where the
+        # deadlock of two threads in one compiled model is handled). Reading, decoding and making rows overlap the
+        # other call's models.
         self.models_lock = threading.Lock()
         problems = [str(error) for error in load_models(settings).values() if error]
         if problems:
