@@ -150,6 +150,22 @@ def shared_split(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 SLOW_FIRST = ("test_scale.py", "test_release.py", "test_pipeline.py", "test_limits.py", "test_train_scripts.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(trylast=True)  # after pytest-xdist's own hook has given each grouped item its group
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(SLOW_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable: each file keeps its order
+    check_groups_reach_the_scheduler(config, items)
+
+
+def check_groups_reach_the_scheduler(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist passes a test's xdist_group to its scheduler as a suffix of the test's node id; a pytest that
+    ignores the suffix (9.2: pytest-xdist#1386) spreads a group over the workers without a word: two Ray
+    runtimes side by side, the release loaded twice. The suite then stalled in CI, so it stops here instead."""
+    if not getattr(config.option, "loadgroup", False):  # set in the workers of --dist loadgroup only
+        return
+    lost = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(
+            f"{len(lost)} tests lost their xdist_group (first: {lost[0]}): this pytest drops pytest-xdist's groups; "
+            "install requirements-dev.txt's pytest, or run with -n 0"
+        )

@@ -471,7 +471,8 @@ def test_calibrated_int8_segmenter_is_built_and_used(settings_factory, tmp_path,
     fast_settings = settings_factory(precision="int8", seg_backend="openvino", calibration_photos=calibration)
     fast = analyze_batch(photos, fast_settings)
     assert list((fast_cache / "openvino").glob("*/*_int8_openvino_model/metadata.yaml"))
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # no fallback taken
+    # no fallback taken (our own warnings only: which library first warns in this worker depends on test order)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("pipeline")]
     for photo, a, b in zip(photos, exact, fast):
         assert (a.is_car, a.is_damaged, b.segmented) == (b.is_car, b.is_damaged, True)
         assert all(d.mask.shape == (photo.height, photo.width) and d.label in {"dent", "scratch"} for d in b.detections)
