@@ -49,8 +49,9 @@ def stages_for(models: ModelSet) -> Stages:
     """One Stages per model set, so every thread shares the same models and the segmenter's lock."""
     precision = models.precision
     segmenter = Segmenter(
-        models.segmenter, precision, models.seg_backend, models.calibration_photos, models.seg_image_size
-    )
+        models.segmenter, precision, models.seg_backend, models.calibration_photos, models.seg_image_size,
+        agnostic=models.seg_agnostic_nms,
+    )  # fmt: skip
     severity = SeverityCheck(models.severity, precision) if models.severity else None
     parts = None
     if models.parts:

@@ -30,9 +30,11 @@ class Segmenter(Stage):
         calibration: Path | None = None,
         image_size: int = 640,
         role: str = "segmenter",
+        agnostic: bool = False,
     ) -> None:
         super().__init__(ref)
         self.role, self.precision, self.image_size = role, precision, image_size
+        self.agnostic = agnostic  # NMS across classes: one instance where two types cover the same damage
         self.backend = choose_backend(backend, precision)
         # Photos for a static int8 copy (OpenVINO, precision "int8" asked by name), calibrated at the letterbox size
         # it runs at. Not what "auto" picks: on trained segmenters it loses and adds instances near the threshold
@@ -83,7 +85,8 @@ class Segmenter(Stage):
         copy batches the photos whose letterboxes match, Ultralytics takes one photo per call."""
         model = self.model
         if isinstance(model, OpenVINOSegmenter):
-            found = model.predict_many([photo.image for photo in photos], conf, iou, self.image_size, max_det)
+            images = [photo.image for photo in photos]
+            found = model.predict_many(images, conf, iou, self.image_size, max_det, self.agnostic)
         else:
             found = [self._ultralytics(model, photo, conf, iou, max_det) for photo in photos]
         return [_to_detections(instances, model.names, photo) for instances, photo in zip(found, photos)]
@@ -96,6 +99,7 @@ class Segmenter(Stage):
                 iou=iou,
                 imgsz=self.image_size,
                 max_det=max_det,
+                agnostic_nms=self.agnostic,
                 retina_masks=False,  # masks at the letterbox size; _to_detections scales them one by one
                 verbose=False,
             )

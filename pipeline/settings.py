@@ -126,6 +126,9 @@ class ModelSet:
     calibration_photos: Path | None = None
     seg_image_size: int = 640
     part_image_size: int = 640
+    # One damage instance where the segmenter's types (dent / scratch / ...) overlap, the best-scoring type kept:
+    # class-aware NMS stacks a "dent" and a "scratch" mask on the same damage, counted twice.
+    seg_agnostic_nms: bool = False
     # A part model of *damaged* parts (the release's, trained on damaged-part polygons) also names damaged parts by
     # itself: its instances at this confidence on a photo judged damaged, masks or none. None: a model of car parts
     # (every visible part), which only places the damage masks.
@@ -256,7 +259,7 @@ _MODEL_SECTIONS = ("car", "damage", "severity", "segmenter", "parts")
 _THRESHOLD_KEYS = ("car", "damage", "mask", "iou", "grade")
 _RUNTIME_MODEL_KEYS = {
     "precision": str, "seg_backend": str, "seg_image_size": int, "part_image_size": int,
-    "damaged_part_confidence": float,
+    "damaged_part_confidence": float, "seg_agnostic_nms": bool,
 }  # fmt: skip
 _RUNTIME_KEYS = {"batch_size": int, "damage_rule": str}
 
@@ -285,6 +288,7 @@ def load_profile(path: str | Path) -> Settings:
     precision = "auto"                   # or "fp32", "bf16", "int8"
     seg_backend = "auto"                 # or "torch", "openvino"
     seg_image_size = 512
+    seg_agnostic_nms = true              # one instance where two damage types overlap
     damage_rule = "noisy_or"             # classifier | noisy_or | max | any_mask
     calibration_photos = "photos"        # a folder beside this file: int8 segmenter calibrated on them
     ```

@@ -274,6 +274,21 @@ def test_profile_paths_are_relative_to_the_profile(tmp_path, seg_model):
     assert settings.models.calibration_photos is None
 
 
+def test_profile_turns_agnostic_nms_on_for_the_damage_segmenter_only(tmp_path, seg_model):
+    """The release's profile asks for one instance where two damage types overlap; the part model keeps
+    class-aware NMS (a door and a fender may overlap)."""
+    from pipeline.analyze import stages_for
+
+    (tmp_path / "profile.toml").write_text(
+        f'[segmenter]\nmodel = "{seg_model}"\n[parts]\nmodel = "{seg_model}"\n[runtime]\nseg_agnostic_nms = true\n'
+    )
+    settings = load_profile(tmp_path / "profile.toml")
+    stages = stages_for(settings.models)
+    assert settings.models.seg_agnostic_nms and stages.segmenter.agnostic and not stages.parts.agnostic
+    (tmp_path / "plain.toml").write_text(f'[segmenter]\nmodel = "{seg_model}"\n')
+    assert not load_profile(tmp_path / "plain.toml").models.seg_agnostic_nms  # Hub models: Ultralytics' default
+
+
 def test_calibration_photos_from_profile_or_env(tmp_path, monkeypatch):
     (tmp_path / "profile.toml").write_text('[runtime]\nprecision = "int8"\ncalibration_photos = "photos"\n')
     settings = load_profile(tmp_path / "profile.toml")

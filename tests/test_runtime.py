@@ -177,6 +177,21 @@ def test_greedy_nms_is_torchvisions():
         assert greedy_nms(boxes, scores, iou, limit=7).tolist() == expected[:7].tolist()
 
 
+def test_agnostic_nms_keeps_one_instance_where_two_types_overlap():
+    """Two types over the same damage: class-aware NMS keeps both (a "dent" and a "scratch" mask counted twice),
+    agnostic NMS the better-scoring one; instances apart are kept either way."""
+    from pipeline.accel.yolo_runtime import _nms
+
+    centres = np.array([[50, 50, 20, 20], [51, 50, 20, 20], [150, 150, 20, 20]], dtype=np.float32)  # cx, cy, w, h
+    scores = np.array([[0.9, 0.0], [0.0, 0.8], [0.0, 0.7]], dtype=np.float32)  # dent, scratch
+    coefficients = np.ones((3, 1), dtype=np.float32)
+    prediction = np.concatenate([centres, scores, coefficients], axis=1).T  # (4 + classes + masks, anchors)
+    aware = _nms(prediction, 2, conf=0.25, iou=0.5, max_det=50)
+    agnostic = _nms(prediction, 2, conf=0.25, iou=0.5, max_det=50, agnostic=True)
+    assert np.allclose(aware[:, 4], [0.9, 0.8, 0.7])
+    assert np.allclose(agnostic[:, 4], [0.9, 0.7]) and agnostic[:, 5].tolist() == [0, 1]
+
+
 @pytest.mark.parametrize("model", ["car_imagenet_random", "damage_clip"])
 def test_pixel_spec_gives_the_processors_pixels(request, model):
     """The spec written beside a classifier's copy reproduces transformers' preprocessing (ViT, CLIP)."""

@@ -121,11 +121,13 @@ class OpenVINOSegmenter:
         names = {int(k): str(v) for k, v in meta["names"].items()}
         return cls(compiled, names, int(meta.get("stride", 32)))
 
-    def predict(self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int) -> Instances:
-        return self.predict_many([image], conf, iou, image_size, max_det)[0]
+    def predict(
+        self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
+    ) -> Instances:
+        return self.predict_many([image], conf, iou, image_size, max_det, agnostic)[0]
 
     def predict_many(
-        self, images: list[Image.Image], conf: float, iou: float, image_size: int, max_det: int
+        self, images: list[Image.Image], conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
     ) -> list[Instances]:
         """Each image letterboxed as it would be alone; images whose letterboxes have the same size go through the
         network in batches of BATCH (on 2 cores a batch of 8 costs about half as much a photo as single calls), the
@@ -146,7 +148,8 @@ class OpenVINOSegmenter:
                 outputs = [request.get_output_tensor(k).data for k in range(2)]  # this thread's request
             predictions, protos = sorted(outputs, key=lambda a: a.ndim)  # (B, 4+nc+nm, N), (B, nm, h, w)
             for row, i in enumerate(members):
-                found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det)
+                instances = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det, agnostic)
+                found[i] = instances
         return [found[i] for i in range(len(images))]
 
     def warm_up(self, image_size: int) -> None:
@@ -157,8 +160,10 @@ class OpenVINOSegmenter:
             with OPENVINO_CALLS:
                 self.compiled.create_infer_request().infer({0: np.zeros((1, 3, height, width), dtype=np.float32)})
 
-    def _instances(self, box: Letterbox, prediction, protos, conf: float, iou: float, max_det: int) -> Instances:
-        kept = _nms(prediction, len(self.names), conf, iou, max_det)
+    def _instances(
+        self, box: Letterbox, prediction, protos, conf: float, iou: float, max_det: int, agnostic: bool = False
+    ) -> Instances:
+        kept = _nms(prediction, len(self.names), conf, iou, max_det, agnostic)
         masks = _masks(protos, kept[:, 6:], kept[:, :4], box.size)
         has_pixels = masks.any(axis=(1, 2))  # Ultralytics drops instances without a pixel
         kept, masks = kept[has_pixels], masks[has_pixels]
@@ -166,8 +171,11 @@ class OpenVINOSegmenter:
         return Instances(boxes, kept[:, 4], kept[:, 5].astype(int), masks, box.mask_to_source)
 
 
-def _nms(prediction: np.ndarray, classes: int, conf: float, iou: float, max_det: int) -> np.ndarray:
-    """Rows (x1, y1, x2, y2, score, class, mask coefficients...) kept by class-aware NMS, best first."""
+def _nms(
+    prediction: np.ndarray, classes: int, conf: float, iou: float, max_det: int, agnostic: bool = False
+) -> np.ndarray:
+    """Rows (x1, y1, x2, y2, score, class, mask coefficients...) kept by NMS, best first: class-aware, or across
+    classes (``agnostic``, Ultralytics' agnostic_nms)."""
     rows = prediction.T  # (N, 4 + nc + nm)
     scores = rows[:, 4 : 4 + classes]
     best = scores.max(axis=1)
@@ -178,7 +186,7 @@ def _nms(prediction: np.ndarray, classes: int, conf: float, iou: float, max_det:
     boxes = np.concatenate([xy - wh, xy + wh], axis=1)
     labels = scores.argmax(axis=1).astype(np.float32)
     table = np.concatenate([boxes, best[:, None], labels[:, None], rows[:, 4 + classes :]], axis=1)
-    keep = greedy_nms(boxes + labels[:, None] * CLASS_OFFSET, best, iou, max_det)
+    keep = greedy_nms(boxes if agnostic else boxes + labels[:, None] * CLASS_OFFSET, best, iou, max_det)
     return table[keep]
 
 
