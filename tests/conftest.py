@@ -146,7 +146,8 @@ def shared_split(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     return held_out_split(shared_dir, hash_cache=cache), cache
 
 
-# Started first, so that with a worker per CPU (pyproject's addopts) the longest work does not run alone at the end.
+# Started first, so that with a worker per CPU (-n logical --dist loadgroup) the longest work does not run alone at
+# the end.
 SLOW_FIRST = ("test_scale.py", "test_release.py", "test_pipeline.py", "test_limits.py", "test_train_scripts.py")
 
 

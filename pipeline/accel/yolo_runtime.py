@@ -148,8 +148,7 @@ class OpenVINOSegmenter:
                 outputs = [request.get_output_tensor(k).data for k in range(2)]  # this thread's request
             predictions, protos = sorted(outputs, key=lambda a: a.ndim)  # (B, 4+nc+nm, N), (B, nm, h, w)
             for row, i in enumerate(members):
-                instances = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det, agnostic)
-                found[i] = instances
+                found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det, agnostic)
         return [found[i] for i in range(len(images))]
 
     def warm_up(self, image_size: int) -> None:
