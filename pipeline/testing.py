@@ -53,6 +53,26 @@ def vit_classifier(folder: Path, labels: list[str], favour: str | None, seed: in
     return folder
 
 
+def timm_classifier(folder: Path, labels: list[str]) -> Path:
+    """A timm-wrapper classifier like the shared EfficientNet (random weights, 32 px): its config keeps the labels
+    as ``label_names``."""
+    import json
+
+    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
+
+    config = TimmWrapperConfig(
+        architecture="test_efficientnet", num_labels=len(labels), id2label=dict(enumerate(labels))
+    )
+    TimmWrapperForImageClassification(config).save_pretrained(folder)
+    data = json.loads((folder / "config.json").read_text())
+    data["pretrained_cfg"] = {
+        "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center",
+        "interpolation": "bilinear", "classifier": "classifier",
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(data))
+    return folder
+
+
 def clip_model(folder: Path, full_size: bool = False) -> Path:
     """A CLIP with a byte-level tokenizer (the real BPE vocabulary is not available offline): tiny for the
     zero-shot tests, or ``full_size`` (ViT-B/32 shapes) for timing in the benchmark."""

@@ -174,22 +174,6 @@ def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) 
     assert build_data.seg_class_names("damage") == ["damage"]
 
 
-def _tiny_timm_wrapper(folder: Path) -> Path:
-    """A timm-wrapper classifier like the shared EfficientNet: ImageNet-style ``label_names`` in its config."""
-    from transformers import TimmWrapperConfig, TimmWrapperForImageClassification
-
-    labels = testing.IMAGENET_STYLE_LABELS[:3]
-    config = TimmWrapperConfig(architecture="test_efficientnet", num_labels=3, id2label=dict(enumerate(labels)))
-    TimmWrapperForImageClassification(config).save_pretrained(folder)
-    data = json.loads((folder / "config.json").read_text())
-    data["pretrained_cfg"] = {
-        "input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3, "crop_pct": 1.0, "crop_mode": "center",
-        "interpolation": "bilinear", "classifier": "classifier",
-    }  # fmt: skip
-    (folder / "config.json").write_text(json.dumps(data))
-    return folder
-
-
 def test_timm_wrapper_base_keeps_our_labels(tmp_path: Path) -> None:
     """timm-wrapper configs save ``label_names``: the base's ImageNet names must not survive the fine-tune."""
     from transformers import AutoConfig
@@ -197,7 +181,7 @@ def test_timm_wrapper_base_keeps_our_labels(tmp_path: Path) -> None:
     from pipeline.damage import damage_label_ids
     from train.train_classifier import main
 
-    base = _tiny_timm_wrapper(tmp_path / "base")
+    base = testing.timm_classifier(tmp_path / "base", testing.IMAGENET_STYLE_LABELS[:3])
     data = _image_folders(tmp_path / "data", per_label=2)
     out = tmp_path / "out"
     main(

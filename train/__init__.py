@@ -23,6 +23,8 @@ evaluate
 - ``release_masks``: the mask figures of the release evaluation (predictions.json vs the held-out polygons).
 release
 - ``release``: the release in ``models/`` (``python -m train.release``).
+- ``release_car``: the car check's "damaged car" class, fitted on the build's cars and ImageNet photos the
+  evaluation does not sample (``python -m train.release_car``; ``build_profile`` runs it).
 - ``release_models``: what the release is made of: its models and the sets each saw.
 - ``release_cards``: the release's model cards.
 

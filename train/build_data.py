@@ -291,6 +291,22 @@ def imagenet_classes(folder: Path) -> dict[Path, str]:
     return {p: p.stem.split("_", 1)[1] for p in list_images(folder) if "_" in p.stem}
 
 
+# ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
+# kept out of the car check's negatives (a bus is no car, but no fair negative either).
+VEHICLE_WORDS = (
+    "car", "cab", "van", "bus", "truck", "wagon", "jeep", "limousine", "pickup", "racer", "ambulance",
+    "Model_T", "grille", "locomotive", "tram", "trolley", "bike", "bicycle", "cycle", "moped", "scooter",
+    "go-kart", "golfcart", "snowmobile", "snowplow", "forklift", "harvester", "half_track", "tank", "amphibian",
+    "jinrikisha", "cart", "recreational_vehicle", "mobile_home", "fire_engine", "trailer", "tractor", "odometer",
+    "gas_pump", "seat_belt", "wreck", "plow", "sled", "barrow", "tow", "speedboat", "radiator", "parking_meter",
+    "traffic_light", "street_sign", "crash_helmet", "minivan", "convertible", "minibus",
+)  # fmt: skip
+
+
+def is_vehicle_like(name: str) -> bool:
+    return any(word.lower() in name.lower() for word in VEHICLE_WORDS)
+
+
 def is_car_class(name: str) -> bool:
     from pipeline.car import IMAGENET_CAR_CLASSES
 

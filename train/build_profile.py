@@ -4,7 +4,9 @@
 
 writes ``models/offline/profile.toml`` (``python app.py --models models/offline/profile.toml``):
 
-- car: the shared ImageNet classifier (P(car) = sum of the car classes), threshold from a sweep;
+- car: the shared ImageNet classifier (P(car) = sum of the car classes) and one more class, "damaged car", fitted
+  with its threshold by ``train.release_car`` (``--skip_car_class``: ImageNet's classes alone, threshold from a
+  sweep);
 - damage: one classifier for the damage check and the grade (whole / minor / moderate / severe; P(damaged) =
   1 - P(whole)), fine-tuned from that ImageNet model; or (``--damage_model two``) a whole / damaged classifier and
   a separate minor / moderate / severe one;
@@ -26,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from train import build_data, build_parts
+from train.build_data import is_vehicle_like
 from train.build_outputs import (
     Laps,
     carried_thresholds,
@@ -38,17 +41,6 @@ from train.common import CAR_MODEL, SEG_BASE, SOURCE_SEPARATOR, link_or_copy, li
 from train.compact import compact_data
 from train.release_models import CAR_CHECK, DAMAGE_CLASSIFIER, DAMAGE_SEGMENTER, PART_SEGMENTER, YOLO_WEIGHTS
 from train.sources import GRADES
-
-# ImageNet-sample file names ("n04285008_sports_car.jpg") of classes that are no ordinary non-vehicle photo:
-# kept out of the car check's negatives (a bus is no car, but no fair negative either).
-VEHICLE_WORDS = (
-    "car", "cab", "van", "bus", "truck", "wagon", "jeep", "limousine", "pickup", "racer", "ambulance",
-    "Model_T", "grille", "locomotive", "tram", "trolley", "bike", "bicycle", "cycle", "moped", "scooter",
-    "go-kart", "golfcart", "snowmobile", "snowplow", "forklift", "harvester", "half_track", "tank", "amphibian",
-    "jinrikisha", "cart", "recreational_vehicle", "mobile_home", "fire_engine", "trailer", "tractor", "odometer",
-    "gas_pump", "seat_belt", "wreck", "plow", "sled", "barrow", "tow", "speedboat", "radiator", "parking_meter",
-    "traffic_light", "street_sign", "crash_helmet", "minivan", "convertible", "minibus",
-)  # fmt: skip
 
 
 @dataclass
@@ -115,13 +107,12 @@ class BuildArguments:
     skip_segmenter: bool = field(default=False, metadata={"help": "reuse what is in --out"})
     skip_classifier: bool = field(default=False)
     skip_parts: bool = field(default=False)
+    skip_car_class: bool = field(
+        default=False, metadata={"help": "keep the car check as the profile names it (no 'damaged car' class fitted)"}
+    )
 
 
 # --- data ----------------------------------------------------------------------------------------
-
-
-def is_vehicle_like(name: str) -> bool:
-    return any(word.lower() in name.lower() for word in VEHICLE_WORDS)
 
 
 def _link(src: Path, folder: Path, source: str) -> None:
@@ -333,6 +324,11 @@ def build(args: BuildArguments) -> Path:
         calibration = copy_calibration_photos(data["seg"].data_yaml, out, args.calibration_photos, args.seed)
         results["runtime"]["calibration_photos"] = calibration.name
     profile = write_profile(out, car, models, results["thresholds"], results["runtime"])
+    if not args.compact and not args.skip_car_class:  # the car check and its threshold: train.release_car's
+        from train.release_car import CarClassArguments, build_car_check
+
+        build_car_check(CarClassArguments(build=str(out), shared=str(shared), base=str(car), seed=args.seed))
+        laps("car_class")
     summary = {
         "args": asdict(args),
         "epochs": epochs_trained(out),

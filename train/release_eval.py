@@ -55,8 +55,7 @@ def split_from(path: Path, shared: Path) -> HeldOutSplit:
 
 def held_out_photos(shared: Path, split: HeldOutSplit, per_kind: int, seed: int = 0) -> dict[str, list[Photo]]:
     """kind -> its held-out photos (at most ``per_kind`` each, drawn at random), with their labels."""
-    from train.build_data import imagenet_classes, is_car_class
-    from train.build_profile import is_vehicle_like
+    from train.build_data import imagenet_classes, is_car_class, is_vehicle_like
     from train.sources import read_damage_polygons, read_yb, worst_grade
 
     rng, kinds = random.Random(seed), {}

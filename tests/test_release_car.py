@@ -1,0 +1,77 @@
+"""The release's car check: ImageNet's classes plus "damaged car" (train/release_car.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from transformers import AutoConfig
+
+from pipeline import testing
+from pipeline.car import CarCheck, car_label_ids
+from pipeline.settings import ModelRef
+from train.release_car import (
+    FOLDER,
+    NEW_LABEL,
+    CarClassArguments,
+    best_threshold,
+    car_probability,
+    fit_logit,
+    point_profile_at,
+    pooled_features,
+    write_model,
+)
+
+
+def test_the_added_class_is_a_car_class_the_product_counts(tmp_path):
+    """One more label and one more classifier row; the product's P(car) then includes the new class."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    labels = testing.IMAGENET_STYLE_LABELS
+    base = testing.timm_classifier(tmp_path / "base", labels)
+    model = AutoModelForImageClassification.from_pretrained(base).eval()
+    photos = [tmp_path / f"{seed}.jpg" for seed in range(2)]
+    for seed, path in enumerate(photos):
+        testing.photo(64, 48, seed=seed).save(path)
+    features = pooled_features(model, AutoImageProcessor.from_pretrained(base), photos)
+    assert features.shape == (2, model.timm_model.num_features)
+    weight = torch.zeros(features.shape[1])
+    out = write_model(base, tmp_path / "build" / FOLDER, weight, torch.tensor(30.0))  # the new class wins
+    id2label = AutoConfig.from_pretrained(out).id2label
+    assert len(id2label) == len(labels) + 1 and id2label[len(labels)] == NEW_LABEL
+    assert len(labels) in car_label_ids(id2label)
+    images = [testing.photo(64, 48, seed=seed) for seed in range(2)]
+    before = CarCheck(ModelRef(str(base)), "fp32").scores(images, 0.5)
+    after = CarCheck(ModelRef(str(out)), "fp32").scores(images, 0.5)
+    assert all(check.score < 0.5 for check in before) and all(check.score > 0.99 for check in after)
+
+
+def test_the_fitted_logit_separates_cars_from_other_photos():
+    """Features that tell cars apart: the new logit lifts P(car) on cars and leaves the others low."""
+    generator = torch.Generator().manual_seed(0)
+    is_car = torch.tensor([1.0] * 40 + [0.0] * 40)
+    features = torch.randn(80, 16, generator=generator) + (is_car[:, None] * 2 - 1) * 3 * torch.eye(16)[0]
+    logits = torch.zeros(80, len(testing.IMAGENET_STYLE_LABELS))
+    ids = car_label_ids(dict(enumerate(testing.IMAGENET_STYLE_LABELS)))
+    weight, bias = fit_logit(features, logits, is_car, ids, CarClassArguments(build="unused", steps=300))
+    p = car_probability(features, logits, ids, weight, bias)
+    assert p[is_car == 1].min() > 0.5 > p[is_car == 0].max()
+
+
+def test_the_threshold_is_the_middle_of_the_best():
+    p = np.array([0.9, 0.6, 0.35, 0.05, 0.01, 0.12])
+    is_car = np.array([1, 1, 1, 0, 0, 0])
+    threshold, accuracy = best_threshold(p, is_car)
+    assert accuracy == 1.0 and 0.15 <= threshold <= 0.3  # every threshold in (0.12, 0.35] separates them
+
+
+def test_the_builds_profile_names_the_new_car_check(tmp_path):
+    profile = tmp_path / "profile.toml"
+    profile.write_text(
+        '[car]\nmodel = "../main/models/car-check"\n\n[damage]\nmodel = "damage-classifier"\n\n'
+        "[thresholds]\ncar = 0.01\ndamage = 0.65\n"
+    )
+    point_profile_at(tmp_path, 0.25)
+    assert profile.read_text() == (
+        '[car]\nmodel = "car-check"\n\n[damage]\nmodel = "damage-classifier"\n\n'
+        "[thresholds]\ncar = 0.25\ndamage = 0.65\n"
+    )
