@@ -43,6 +43,9 @@ def test_the_added_class_is_a_car_class_the_product_counts(tmp_path):
     before = CarCheck(ModelRef(str(base)), "fp32").scores(images, 0.5)
     after = CarCheck(ModelRef(str(out)), "fp32").scores(images, 0.5)
     assert all(check.score < 0.5 for check in before) and all(check.score > 0.99 for check in after)
+    again = write_model(out, tmp_path / "again" / FOLDER, weight, torch.tensor(-30.0))  # a resumed build's refit
+    assert AutoConfig.from_pretrained(again).id2label == id2label  # the class replaced, not added twice
+    assert all(check.score < 0.5 for check in CarCheck(ModelRef(str(again)), "fp32").scores(images, 0.5))
 
 
 def test_the_fitted_logit_separates_cars_from_other_photos():
