@@ -206,7 +206,7 @@ def _tiny_release(root: Path) -> Path:
     for folder in ("damage-segmenter", "part-segmenter"):
         (root / folder).mkdir()
         shutil.copy(testing.yolo_seg(root / f"{folder}-random", ["dent", "scratch"]), root / folder / "model.pt")
-    (root / "profile.toml").write_text("[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 64\n")
+    (root / "profile.toml").write_text("[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 96\n")
     return root
 
 
@@ -233,6 +233,7 @@ def test_the_gpu_command_runs_end_to_end_on_cpu_with_a_tiny_compact_copy(tmp_pat
     assert summary["epochs"]["damage-segmenter"] == 1 and summary["epochs"]["damage-classifier"] > 0
     profile = package(ReleaseArguments(build=str(build), out=str(tmp_path / "r"), curve=None))
     settings = load_profile(profile).with_models(precision="fp32", seg_backend="torch")
+    assert (settings.models.seg_image_size, settings.models.part_image_size) == (64, 64)  # as trained, not resumed
     assert pipeline.analyze(testing.photo(96, 64), settings).is_car
 
 

@@ -296,6 +296,13 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
     return models
 
 
+def trained_sizes(args: BuildArguments) -> dict[str, int]:
+    """The sizes this build trained its segmenters at: a YOLO-seg scores worse away from its training size (run 9
+    in docs/training.md: trained at 448, run at the release's 512, nm/pd mask mAP50 0.234 -> 0.188)."""
+    sizes = {} if args.skip_segmenter else {"seg_image_size": args.seg_imgsz}
+    return sizes | ({} if args.skip_parts else {"part_image_size": args.part_imgsz})
+
+
 def evaluated_thresholds(args: BuildArguments, data: dict, shared: Path, out: Path, models: dict, laps) -> dict:
     from train.build_eval import evaluate_build
 
@@ -317,6 +324,7 @@ def build(args: BuildArguments) -> Path:
         # The release's thresholds were chosen on the CLI's held-out figures (train.release_eval measures the run
         # again), so the build's own ~8-minute sweep would only be thrown away.
         results = carried_thresholds(args.resume)
+        results["runtime"] |= trained_sizes(args)  # the release's thresholds, but each model at its training size
         car = Path(args.resume).resolve() / CAR_CHECK if args.resume else shared / CAR_MODEL
     else:
         results, car = evaluated_thresholds(args, data, shared, out, models, laps), shared / CAR_MODEL
