@@ -251,3 +251,14 @@ def test_a_build_replaces_the_release_only_when_its_figures_improve(tmp_path):
     state = json.loads((out / "training_state.json").read_text())
     assert [run["released"] for run in state["runs"]] == [True, False]
     assert json.loads((out / "evaluation.json").read_text())["mask_map50_nmpd"] == 0.3
+
+
+def test_a_damage_only_compact_copy_leaves_the_part_set_out(tmp_path):
+    """--what damage: the damage segmenter's set alone (room for its photos at 640 px in one device call)."""
+    from train.compact import CompactArguments, compact_data, make_compact
+
+    work, out = _tiny_work(tmp_path / "work"), tmp_path / "c"
+    manifest = make_compact(CompactArguments(work=str(work), out=str(out), what="damage", segmenter_side=640))
+    assert manifest["counts"] == {"classifier": 0, "segmenter": 2, "parts": 0}
+    data = compact_data(out)
+    assert data["parts"] is None and data["seg"].data_yaml.is_file()

@@ -35,8 +35,9 @@ class CompactArguments:
     quality: int = field(default=70, metadata={"help": "WebP quality"})
     what: str = field(
         default="all",
-        metadata={"help": "all, or segmenters (the two YOLO sets only: half the bytes, for a device call that also "
-                  "carries the checkout)", "choices": ["all", "segmenters"]},
+        metadata={"help": "all, segmenters (the two YOLO sets only: half the bytes, for a device call that also "
+                  "carries the checkout) or damage (the damage segmenter's set alone: room for --segmenter_side 640)",
+                  "choices": ["all", "segmenters", "damage"]},
     )  # fmt: skip
 
 
@@ -124,7 +125,9 @@ def make_compact(args: CompactArguments) -> dict:
     counts = {
         "classifier": compact_classifier(work, out, store, args.classifier_side) if args.what == "all" else 0,
         "segmenter": compact_yolo(work / "damage-seg" / "data.yaml", out / "damage-seg", store, args.segmenter_side),
-        "parts": compact_yolo(work / "parts" / "data.yaml", out / "parts", store, args.part_side),
+        "parts": compact_yolo(work / "parts" / "data.yaml", out / "parts", store, args.part_side)
+        if args.what != "damage"
+        else 0,
     }
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
     manifest = {"counts": counts, "photos": len(store.stored), "bytes": size, "args": vars(args)}
@@ -142,7 +145,7 @@ def compact_data(folder: Path) -> dict:
     return {
         "classify": folder / "classify",
         "seg": SegmenterData(localized_yaml(folder / "damage-seg" / "data.yaml"), {}),
-        "parts": localized_yaml(folder / "parts" / "data.yaml"),
+        "parts": localized_yaml(folder / "parts" / "data.yaml") if (folder / "parts").is_dir() else None,
     }
 
 
