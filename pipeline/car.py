@@ -15,7 +15,7 @@ from .results import Check
 # Car parts: close-ups of a dented door or a broken light are often labelled by the part in view
 # (wheel, grille, mirror), so a close-up of damage still counts as a car.
 # "damaged car" is not ImageNet's: the release's car check adds it (damaged close-ups ImageNet reads as
-# bathtubs or toasters; train/car_class.py).
+# bathtubs or toasters; train/release_car.py).
 # Left out on purpose: buses, lorries, trains and trams ("passenger car" is a railway coach),
 # bikes and "wreck" (a shipwreck in ImageNet).
 IMAGENET_CAR_CLASSES = frozenset(

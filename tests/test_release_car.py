@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
+import pytest
 import torch
 from transformers import AutoConfig
 
@@ -67,14 +70,32 @@ def test_the_threshold_is_the_middle_of_the_best():
     assert accuracy == 1.0 and 0.15 <= threshold <= 0.3  # every threshold in (0.12, 0.35] separates them
 
 
+def test_the_threshold_comes_from_one_run_of_ties_and_needs_both_kinds():
+    """Ties at 0.02 and at 0.4-0.6 with a dip between: the middle of all of them (~0.11) would be a threshold
+    measured at 0.5; the longest run of neighbouring ties gives one measured at the best."""
+    p, is_car = np.array([0.03, 0.65, 0.012, 0.35]), np.array([1, 1, 0, 0])
+    threshold, accuracy = best_threshold(p, is_car)
+    assert accuracy == 0.75 and 0.4 <= threshold <= 0.6
+    with pytest.raises(ValueError, match="cars and non-cars"):
+        best_threshold(np.array([0.2, 0.3]), np.array([1, 1]))
+
+
 def test_the_builds_profile_names_the_new_car_check(tmp_path):
+    """Whatever the build's profile held for the car (another path, a sha256), it now names the new folder and its
+    threshold; the other sections are as they were."""
     profile = tmp_path / "profile.toml"
     profile.write_text(
-        '[car]\nmodel = "../main/models/car-check"\n\n[damage]\nmodel = "damage-classifier"\n\n'
-        "[thresholds]\ncar = 0.01\ndamage = 0.65\n"
+        '[car]\nsha256 = "ab"\nmodel = "../main/models/car-check"\n\n[damage]\nmodel = "damage-classifier"\n\n'
+        "[thresholds]\ndamage = 0.65\n\n[runtime]\nseg_image_size = 448\n"
     )
     point_profile_at(tmp_path, 0.25)
-    assert profile.read_text() == (
-        '[car]\nmodel = "car-check"\n\n[damage]\nmodel = "damage-classifier"\n\n'
-        "[thresholds]\ncar = 0.25\ndamage = 0.65\n"
-    )
+    data = tomllib.loads(profile.read_text())
+    assert data["car"] == {"model": FOLDER} and data["damage"] == {"model": "damage-classifier"}
+    assert data["thresholds"] == {"damage": 0.65, "car": 0.25} and data["runtime"] == {"seg_image_size": 448}
+
+
+def test_the_car_check_is_never_written_over_its_base(tmp_path):
+    base = testing.timm_classifier(tmp_path / "car-check", testing.IMAGENET_STYLE_LABELS[:3])
+    with pytest.raises(ValueError, match="over its own base"):
+        write_model(base, tmp_path / "car-check", torch.zeros(4), torch.tensor(0.0))
+    assert (base / "model.safetensors").is_file()

@@ -262,3 +262,7 @@ def test_a_damage_only_compact_copy_leaves_the_part_set_out(tmp_path):
     assert manifest["counts"] == {"classifier": 0, "segmenter": 2, "parts": 0}
     data = compact_data(out)
     assert data["parts"] is None and data["seg"].data_yaml.is_file()
+    from train.build_profile import main
+
+    with pytest.raises(ValueError, match="--skip_parts"):  # refused before any training time is spent
+        main(["--compact", str(out), "--out", str(tmp_path / "build"), "--skip_classifier", "--minutes", "1"])

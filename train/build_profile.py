@@ -4,9 +4,9 @@
 
 writes ``models/offline/profile.toml`` (``python app.py --models models/offline/profile.toml``):
 
-- car: the shared ImageNet classifier (P(car) = sum of the car classes) and one more class, "damaged car", fitted
-  with its threshold by ``train.release_car`` (``--skip_car_class``: ImageNet's classes alone, threshold from a
-  sweep);
+- car: the shared ImageNet classifier (P(car) = sum of the car classes; with ``--resume``, the release's car check)
+  and one more class, "damaged car", fitted with its threshold by ``train.release_car`` (``--skip_car_class``, and
+  always with ``--compact``: the car check as it is, threshold from the sweep or the resumed release);
 - damage: one classifier for the damage check and the grade (whole / minor / moderate / severe; P(damaged) =
   1 - P(whole)), fine-tuned from that ImageNet model; or (``--damage_model two``) a whole / damaged classifier and
   a separate minor / moderate / severe one;
@@ -298,7 +298,8 @@ def train_models(args: BuildArguments, data: dict, work: Path, out: Path, lap: C
 
 def trained_sizes(args: BuildArguments) -> dict[str, int]:
     """The sizes this build trained its segmenters at: a YOLO-seg scores worse away from its training size (run 9
-    in docs/training.md: trained at 448, run at the release's 512, nm/pd mask mAP50 0.234 -> 0.188)."""
+    in docs/training.md: trained at 448, run at the release's 512, nm/pd mask mAP50 0.234 -> 0.188). A skipped
+    segmenter keeps the resumed release's size."""
     sizes = {} if args.skip_segmenter else {"seg_image_size": args.seg_imgsz}
     return sizes | ({} if args.skip_parts else {"part_image_size": args.part_imgsz})
 
@@ -316,6 +317,8 @@ def build(args: BuildArguments) -> Path:
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
     data = compact_data(Path(args.compact)) if args.compact else prepare_all(args, shared, work)
+    if data["parts"] is None and not args.skip_parts:  # before any training time is spent
+        raise ValueError(f"{args.compact} has no part set (train.compact --what damage): add --skip_parts")
     laps("prepare")
     if args.prepare_only:
         return work

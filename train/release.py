@@ -61,7 +61,7 @@ def weights_of(model: ReleaseModel, out: Path) -> Path:
 
 
 def copy_model(model: ReleaseModel, build: Path, build_profile: dict, out: Path) -> Path:
-    if not model.build_path:  # the car model the build's profile names (shared ImageNet, or a release's copy)
+    if not model.build_path:  # the car model the build's profile names (its car-check, or a release's copy)
         src = (build / build_profile["car"]["model"]).resolve()
         if src == (out / model.folder).resolve():  # a resumed build names the release's own copy: keep it
             return weights_of(model, out)

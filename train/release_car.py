@@ -1,12 +1,13 @@
 """The release's car check: ImageNet's classes plus one, "damaged car" (``python -m train.release_car``).
 
 ImageNet's car classes miss damaged close-ups and wrecks (it reads them as bathtubs, toasters, modems): those photos
-were rejected as "not a car" and never reached the damage check (docs/training.md). The backbone and ImageNet's head
-stay as they are; one more logit, linear in the pooled features, is fitted so that P(car) (the car classes' and
-the new class's probability) is high on the build's training-split cars of every source and low on ImageNet's
-non-vehicle photos that the release evaluation does not sample. Its threshold is chosen on a third of those photos
-kept aside (by file), then the logit is fitted again on all of them. Writes ``BUILD/car-check`` and points the
-build's profile at it, with that threshold.
+were rejected as "not a car" and never reached the damage check (docs/training.md, run 8). The backbone and
+ImageNet's head stay as they are; one more logit, linear in the pooled features, is fitted so that P(car) (the car
+classes' and the new class's probability) is high on the build's training-split cars of every source and low on
+the ImageNet-sample non-vehicle photos of the fitting half (``build_data.imagenet_fitting_half``: the release
+evaluation draws from the other half). Its threshold is chosen on a third of those photos kept aside (by file
+name), then the logit is fitted again on all of them. Writes ``BUILD/car-check`` and points the build's profile at
+it, with that threshold.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import numpy as np
 NEW_LABEL = "damaged car"  # pipeline.car.IMAGENET_CAR_CLASSES counts it as a car
 FOLDER = "car-check"
 CAR_SOURCES = {"lensor": 600, "nm": 100, "pd": 100, "vds": 500, "dsmlr": 200, "web": 300, "wce": 200}  # photos each
+SETTINGS = ("thresholds", "runtime")  # the profile's sections that name no model
 THRESHOLDS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
@@ -39,16 +40,23 @@ class CarClassArguments:
     seed: int = field(default=1)
 
 
+@dataclass(frozen=True)
+class CarClassResult:
+    threshold: float  # the car check's, in the build's profile
+    aside_balanced_accuracy: float  # at that threshold, on the photos kept aside (the fit left them out)
+    photos: dict[str, int]  # per source (and "not_car"): the photos the class was fitted on
+
+
 def training_photos(shared: Path, work: Path, seed: int) -> dict[str, list[Path]]:
-    """Cars of the build's training split per source, and ImageNet's non-vehicle photos outside the release
-    evaluation's sample."""
-    from train.build_data import imagenet_classes, is_vehicle_like
-    from train.release_eval import NOT_CAR, held_out_photos, split_from
+    """Cars of the build's training split per source, and the fitting half of ImageNet's non-vehicle photos."""
+    from train.build_data import imagenet_classes, imagenet_fitting_half, is_vehicle_like
+    from train.release_eval import NOT_CAR, split_from
 
     split = split_from(work, shared)
-    evaluated = {photo.path for photo in held_out_photos(shared, split, 300)[NOT_CAR]}
     imagenet = imagenet_classes(shared / "data" / "imagenet-sample")
-    photos = {NOT_CAR: sorted(p for p, name in imagenet.items() if not is_vehicle_like(name) and p not in evaluated)}
+    photos = {
+        NOT_CAR: sorted(p for p, name in imagenet.items() if not is_vehicle_like(name) and imagenet_fitting_half(p))
+    }
     rng = random.Random(seed)
     for source, count in CAR_SOURCES.items():
         pool = sorted(split.train.get(source, []))
@@ -106,11 +114,17 @@ def kept_aside(path: Path) -> bool:
 
 
 def best_threshold(p_car: np.ndarray, is_car: np.ndarray) -> tuple[float, float]:
-    """The threshold of the best balanced accuracy on the photos kept aside (the geometric middle of a tie)."""
+    """The threshold of the best balanced accuracy on the photos kept aside: the geometric middle of the longest
+    run of neighbouring thresholds that tie for it (every threshold in it was measured at that accuracy)."""
+    if not (is_car == 1).any() or not (is_car == 0).any():
+        raise ValueError("the photos kept aside need cars and non-cars to choose a threshold")
     scores = [((p_car[is_car == 1] >= t).mean() + (p_car[is_car == 0] < t).mean()) / 2 for t in THRESHOLDS]
-    best = max(scores)
-    tied = [t for t, s in zip(THRESHOLDS, scores) if s >= best - 1e-9]
-    return float(np.sqrt(tied[0] * tied[-1])), float(best)
+    best, runs, run = max(scores), [], []
+    for t, score in zip(THRESHOLDS, scores):
+        run = [*run, t] if score >= best - 1e-9 else []
+        runs.append(run)
+    longest = max(runs, key=len)
+    return float(np.sqrt(longest[0] * longest[-1])), float(best)
 
 
 def base_classes(base: Path) -> int:
@@ -124,6 +138,8 @@ def write_model(base: Path, out: Path, weight, bias) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
+    if Path(out).resolve() == Path(base).resolve():
+        raise ValueError(f"{out}: the car check would be written over its own base (give another --out)")
     kept = base_classes(base)
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(base, out, ignore=shutil.ignore_patterns("README.md", "train_summary.json"))
@@ -139,16 +155,19 @@ def write_model(base: Path, out: Path, weight, bias) -> Path:
     return out
 
 
-def point_profile_at(build: Path, threshold: float) -> None:
-    """The build's profile names the new car check and its threshold (the rest of the file as it is)."""
-    profile = build / "profile.toml"
-    text = profile.read_text(encoding="utf-8")
-    text = re.sub(r'(\[car\]\nmodel = )"[^"]*"', rf'\1"{FOLDER}"', text)
-    text = re.sub(r"(\[thresholds\]\n(?:.*\n)*?)car = [0-9.e-]+", rf"\g<1>car = {threshold:g}", text)
-    profile.write_text(text, encoding="utf-8")
+def point_profile_at(build: Path, threshold: float) -> Path:
+    """The build's profile names the new car check and its threshold; every other section as it was."""
+    import tomllib
+
+    from train.build_outputs import write_profile
+
+    profile = tomllib.loads((build / "profile.toml").read_text(encoding="utf-8"))
+    models = {section: keys["model"] for section, keys in profile.items() if section not in ("car", *SETTINGS)}
+    thresholds = {**profile.get("thresholds", {}), "car": round(threshold, 6)}
+    return write_profile(build, build / FOLDER, models, thresholds, profile.get("runtime", {}))
 
 
-def build_car_check(args: CarClassArguments) -> dict:
+def build_car_check(args: CarClassArguments) -> CarClassResult:
     import torch
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -176,12 +195,8 @@ def build_car_check(args: CarClassArguments) -> dict:
     weight, bias = fit_logit(features, logits, is_car, car_ids, args)
     write_model(base, build / FOLDER, weight, bias)
     point_profile_at(build, threshold)
-    summary = {
-        "threshold": threshold,
-        "aside_balanced_accuracy": aside_accuracy,
-        "photos": {k: len(v) for k, v in photos.items()},
-    }
-    (build / FOLDER / "train_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    summary = CarClassResult(threshold, aside_accuracy, {kind: len(paths) for kind, paths in photos.items()})
+    (build / FOLDER / "train_summary.json").write_text(json.dumps(asdict(summary), indent=1) + "\n", encoding="utf-8")
     return summary
 
 
@@ -189,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from transformers import HfArgumentParser
 
     (args,) = HfArgumentParser(CarClassArguments).parse_args_into_dataclasses(args=argv)
-    print(json.dumps(build_car_check(args), indent=1))
+    print(json.dumps(asdict(build_car_check(args)), indent=1))
 
 
 if __name__ == "__main__":

@@ -58,7 +58,8 @@ def card_text(model: ReleaseModel, state: dict, evaluation: dict) -> str:
     lines += [
         "",
         "Held-out photos are whole near-duplicate groups (pHash, across sets) that no model of the release trained",
-        "on (`train/sources.py`); the figures are measured through `python -m pipeline` (the product).",
+        "on (`train/sources.py`; the car check's added class saw ImageNet-sample photos of the other half than the",
+        "evaluated ones); the figures are measured through `python -m pipeline` (the product).",
         "",
     ]
     lines += figures_table(model, evaluation)

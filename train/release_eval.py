@@ -55,7 +55,7 @@ def split_from(path: Path, shared: Path) -> HeldOutSplit:
 
 def held_out_photos(shared: Path, split: HeldOutSplit, per_kind: int, seed: int = 0) -> dict[str, list[Photo]]:
     """kind -> its held-out photos (at most ``per_kind`` each, drawn at random), with their labels."""
-    from train.build_data import imagenet_classes, is_car_class, is_vehicle_like
+    from train.build_data import imagenet_classes, imagenet_fitting_half, is_car_class, is_vehicle_like
     from train.sources import read_damage_polygons, read_yb, worst_grade
 
     rng, kinds = random.Random(seed), {}
@@ -72,6 +72,7 @@ def held_out_photos(shared: Path, split: HeldOutSplit, per_kind: int, seed: int 
     imagenet = imagenet_classes(Path(shared) / "data" / "imagenet-sample")
     kinds[IMAGENET_CAR] = [Photo(IMAGENET_CAR, p) for p, name in imagenet.items() if is_car_class(name)]
     not_car = [Photo(NOT_CAR, p) for p, name in imagenet.items() if not is_vehicle_like(name)]
+    not_car = [photo for photo in not_car if not imagenet_fitting_half(photo.path)]  # the car check's are apart
     kinds[NOT_CAR] = rng.sample(not_car, min(per_kind, len(not_car)))
     return kinds
 

@@ -65,7 +65,7 @@ class ReleaseModel:
     trained_on: tuple[str, ...]  # DATASETS keys
     evaluated_on: tuple[str, ...]
     figures: tuple[str, ...]  # keys of the release evaluation shown in its card
-    build_path: str = ""  # relative to the build folder ('' = the shared ImageNet model, shipped as it is)
+    build_path: str = ""  # relative to the build folder ('' = the car model the build's profile names)
     notes: str = ""
     lap: str = ""  # the build's timing of its training (build_summary.json's timings_s)
     # Weights stored in fp16 (half the bytes) only where that leaves the held-out answers as they are: the damage
@@ -91,7 +91,8 @@ RELEASE = (
         ("car_balanced_accuracy",),
         notes="ImageNet's backbone and its 1,000 classes as they are, plus one class, 'damaged car': a logit linear "
         "in the pooled features, fitted on the build's training-split cars of every set and on ImageNet-sample "
-        "photos of non-vehicle classes the evaluation does not sample (`python -m train.release_car`), so that "
+        "photos of non-vehicle classes the evaluation never draws (the other half, by file name; `python -m "
+        "train.release_car`), so that "
         "damaged close-ups and wrecks ImageNet reads as bathtubs or toasters count as cars. The product sums the "
         "probabilities of ImageNet's car and car-part classes and of the new one. Weights stored in fp16 (the "
         "product runs them in float32).",

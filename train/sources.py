@@ -10,7 +10,8 @@ photos that no model trained on. A photo's *group* is held out or kept as a whol
 Which groups are held out, in this order:
 
 1. every group with a photo of vds-severity's own ``val`` folder (the severity figures are on it), and every group
-   with an ImageNet-sample photo (used for evaluation only);
+   with an ImageNet-sample photo (the release evaluation's non-car photos; the car check's added class is fitted on
+   the other half of them, ``build_data.imagenet_fitting_half``);
 2. every group with a yb ``valid`` photo, unless it also holds a vds *training* photo (that vds photo stays a
    training photo, and the yb copy with it);
 3. for the other sets, random groups until the set's ``HELD_OUT_FRACTION`` is held out.
