@@ -9,7 +9,6 @@ experiments::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from train.build_parts import prepare_part_data, prepare_yb_held_out
-from train.common import SOURCE_SEPARATOR, link_or_copy, list_images
+from train.common import SOURCE_SEPARATOR, link_or_copy, list_images, name_bucket
 from train.prepare import Sample, write_data_yaml, write_yolo_split
 from train.sources import GRADES, HeldOutSplit, keep, read_damage_polygons, worst_grade
 
@@ -312,7 +311,7 @@ def imagenet_fitting_half(path: Path) -> bool:
     """ImageNet-sample photos split once, by file name: the car check's added class is fitted on one half of the
     non-vehicle photos (train.release_car), the release evaluation draws its non-car photos from the other, so no
     evaluation of any size scores the car check on a photo it was fitted on."""
-    return int(hashlib.md5(Path(path).name.encode()).hexdigest(), 16) % 2 == 0
+    return name_bucket(path, 2) == 0
 
 
 def is_car_class(name: str) -> bool:

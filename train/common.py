@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -62,6 +63,11 @@ def _truncated_rgb(path: Path) -> Image.Image:
 def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder`` (recursive), sorted for reproducibility."""
     return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def name_bucket(path: Path, buckets: int) -> int:
+    """A fixed bucket for a file, from its name alone: a split that is the same on every machine and run."""
+    return int(hashlib.md5(Path(path).name.encode()).hexdigest(), 16) % buckets
 
 
 def source_of(path: Path) -> str:

@@ -12,7 +12,6 @@ it, with that threshold.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -110,7 +109,9 @@ def fit_logit(features, logits, is_car, car_ids: list[int], args: CarClassArgume
 
 
 def kept_aside(path: Path) -> bool:
-    return int(hashlib.md5(path.name.encode()).hexdigest(), 16) % 3 == 0
+    from train.common import name_bucket
+
+    return name_bucket(path, 3) == 0
 
 
 def best_threshold(p_car: np.ndarray, is_car: np.ndarray) -> tuple[float, float]:
