@@ -175,9 +175,10 @@ def jpeg_bytes(image: Image.Image, orientation: int | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def png_bytes(image: Image.Image) -> bytes:
+def png_bytes(image: Image.Image, compress_level: int = 1) -> bytes:
+    """Level 1 by default: a big test photo takes seconds at zlib's level 6."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=compress_level)
     return buffer.getvalue()
 
 
@@ -248,7 +249,7 @@ def _repeated_zip(path: Path, image: Image.Image, count: int) -> Path:
     """``count`` copies of one PNG (a few MB in all, however many pixels they declare)."""
     import zipfile
 
-    data = png_bytes(image)
+    data = png_bytes(image, compress_level=9)  # blank: a few KB each at level 9
     with zipfile.ZipFile(path, "w") as archive:
         for i in range(count):
             archive.writestr(f"blank_{i:03d}.png", data)

@@ -15,8 +15,10 @@ Examples::
 from __future__ import annotations
 
 import json
+import os
 import random
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,10 +163,12 @@ def perceptual_hashes(paths: Sequence[Path]) -> np.ndarray:
     import imagehash
     from PIL import Image
 
-    rows = []
-    for path in paths:
+    def phash(path: Path) -> np.ndarray:
         with Image.open(path) as image:
-            rows.append(np.asarray(imagehash.phash(image.convert("L")).hash, dtype=bool).ravel())
+            return np.asarray(imagehash.phash(image.convert("L")).hash, dtype=bool).ravel()
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # decoding is most of it, and PIL does it outside the GIL
+        rows = list(pool.map(phash, paths))
     return np.stack(rows) if rows else np.zeros((0, 64), dtype=bool)
 
 
