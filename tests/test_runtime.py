@@ -105,6 +105,30 @@ def test_openvino_segmenter_gives_ultralytics_answers(varied_seg_model, tmp_path
     clear_cache()
 
 
+def test_several_photos_take_the_throughput_copy_with_the_same_answers(varied_seg_model, tmp_path):
+    """Several photos go to the copy compiled for throughput (a stream a core, every letterbox at once) on a
+    machine with two cores or more; their instances are those of one call a photo on the latency copy."""
+    import os
+
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.segment import Segmenter
+
+    runner = Segmenter(ModelRef(str(varied_seg_model)), "int8", "openvino", None, 320).model
+    assert isinstance(runner, OpenVINOSegmenter)
+    if (os.cpu_count() or 1) < 2:
+        assert runner.streams is None
+        pytest.skip("one core: no throughput copy")
+    assert runner.streams is not None and int(runner.streams.get_property("NUM_STREAMS")) >= 2
+    images = [testing.photo(w, h, seed=i) for i, (w, h) in enumerate([(200, 120), (90, 200), (333, 257), (64, 64)])]
+    together = runner.predict_many(images * 2, 0.01, 0.5, 320, 20)
+    alone = [runner.predict(image, 0.01, 0.5, 320, 20) for image in images * 2]
+    assert sum(len(found.scores) for found in alone) >= 4
+    for a, b in zip(together, alone, strict=True):
+        assert np.allclose(a.scores, b.scores, atol=2e-3) and a.classes.tolist() == b.classes.tolist()
+        assert np.allclose(a.boxes, b.boxes, atol=0.5)
+        assert all(_iou(a.to_image(m), b.to_image(n)) >= 0.97 for m, n in zip(a.masks, b.masks, strict=True))
+
+
 @pytest.mark.shared
 def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir):
     from pipeline.decode import load_photo
