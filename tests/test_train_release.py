@@ -181,6 +181,35 @@ def test_release_figures_score_the_clis_outputs(tmp_path):
     }
     masks = mask_figures(coco, staged)
     assert masks["mask_map50_lensor"] == pytest.approx(1.0) and masks["type_accuracy_lensor"] == 1.0
+    assert masks["mask_map50_lensor_interval"] == pytest.approx([1.0, 1.0])  # one photo, found: no spread
+
+
+def test_the_mask_figure_comes_with_its_interval_over_photos():
+    """Half the photos' damages found, half missed: mAP50 0.5 on these photos, and a bootstrap interval that holds
+    it and is wide (a figure on few photos cannot tell two runs apart); more photos, a narrower interval."""
+    from train.release_masks import map50, map50_interval
+
+    mask = np.zeros((40, 40), dtype=bool)
+    mask[10:31, 10:31] = True
+    rle = _coco_rle(mask)
+
+    def photos(count: int) -> tuple[dict, list[dict]]:
+        truth = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "damage"}]}
+        found = []
+        for i in range(1, count + 1):
+            truth["images"].append({"id": i, "width": 40, "height": 40})
+            box = {"area": float(mask.sum()), "bbox": [10, 10, 21, 21], "iscrowd": 0}
+            truth["annotations"].append({"id": i, "image_id": i, "category_id": 1, "segmentation": rle, **box})
+            if i % 2:
+                found.append({"image_id": i, "category_id": 1, "segmentation": rle, "score": 0.9})
+        return truth, found
+
+    few, many = photos(10), photos(60)
+    assert map50(*few) == pytest.approx(0.5, abs=0.02)
+    low, high = map50_interval(*few, draws=100)
+    assert low < 0.4 and high > 0.6
+    low_many, high_many = map50_interval(*many, draws=100)
+    assert low_many <= map50(*many) <= high_many and high_many - low_many < high - low
 
 
 def _tiny_work(root: Path) -> Path:

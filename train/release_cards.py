@@ -67,12 +67,17 @@ def card_text(model: ReleaseModel, state: dict, evaluation: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _interval(bounds: list[float] | None) -> str:
+    return f" (95 % interval {bounds[0]:.3f}-{bounds[1]:.3f}, bootstrap over photos)" if bounds else ""
+
+
 def figures_table(model: ReleaseModel, evaluation: dict) -> list[str]:
-    rows = [(FIGURE_NAMES[k], evaluation[k]) for k in model.figures if evaluation.get(k) is not None]
-    if not rows:
+    measured = [k for k in model.figures if evaluation.get(k) is not None]
+    if not measured:
         return ["## Held-out figures", "", "Not measured for this release yet.", ""]
     lines = ["## Held-out figures", "", "| figure | value |", "|---|---|"]
-    lines += [f"| {name} | {value:.3f} |" for name, value in rows]
+    for key in measured:
+        lines.append(f"| {FIGURE_NAMES[key]} | {evaluation[key]:.3f}{_interval(evaluation.get(key + '_interval'))} |")
     counts = evaluation.get("counts")
     if counts:
         lines += ["", "Photos: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + "."]

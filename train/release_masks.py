@@ -107,6 +107,33 @@ def type_accuracy(truth: dict, found: list[dict]) -> dict:
     return {"type_accuracy_lensor": right / matched if matched else None, "type_matched": matched, "typed": typed}
 
 
+def map50_interval(truth: dict, found: list[dict], draws: int = 200, seed: int = 0) -> list[float] | None:
+    """The 95 % interval of ``map50`` over photos drawn with replacement (a bootstrap): how far the figure could
+    move on another draw of photos like these (30 nm/pd photos: 0.269 had 0.16-0.41), so that two runs are not
+    told apart by noise."""
+    by_photo: dict[int, tuple[list, list]] = {image["id"]: ([], []) for image in truth["images"]}
+    for annotation in truth["annotations"]:
+        by_photo[annotation["image_id"]][0].append(annotation)
+    for instance in found:
+        by_photo[instance["image_id"]][1].append(instance)
+    images, rng, values = {image["id"]: image for image in truth["images"]}, np.random.default_rng(seed), []
+    for _ in range(draws):
+        drawn = {"images": [], "annotations": [], "categories": truth["categories"]}
+        instances = []
+        for new_id, old_id in enumerate(rng.choice(list(images), size=len(images)), start=1):
+            drawn["images"].append(images[int(old_id)] | {"id": new_id})
+            annotations, detections = by_photo[int(old_id)]
+            drawn["annotations"] += [a | {"id": len(drawn["annotations"]) + k + 1, "image_id": new_id}
+                                     for k, a in enumerate(annotations)]  # fmt: skip
+            instances += [d | {"image_id": new_id} for d in detections]
+        value = map50(drawn, instances)
+        if value is not None:
+            values.append(value)
+    if not values:
+        return None
+    return [round(float(v), 4) for v in np.percentile(values, [2.5, 97.5])]
+
+
 def mask_figures(coco: dict, staged: dict) -> dict:
     ids = _image_ids(coco, staged)
     figures = {}
@@ -115,6 +142,7 @@ def mask_figures(coco: dict, staged: dict) -> dict:
         truth = ground_truth(names, staged, ids)
         found = predictions(coco, {ids[n][0] for n in names})
         figures[f"mask_map50_{kind}"] = map50(truth, found)
+        figures[f"mask_map50_{kind}_interval"] = map50_interval(truth, found)
         if kind == "lensor":
             figures |= type_accuracy(truth, found)
     return figures
