@@ -129,6 +129,30 @@ def test_several_photos_take_the_throughput_copy_with_the_same_answers(varied_se
         assert all(_iou(a.to_image(m), b.to_image(n)) >= 0.97 for m, n in zip(a.masks, b.masks, strict=True))
 
 
+def test_a_throughput_copy_that_cannot_be_compiled_leaves_the_latency_copy(varied_seg_model, monkeypatch, caplog):
+    """Should OpenVINO refuse the throughput hint, the segmenter loads as before and serves several photos."""
+    from pipeline.accel import classifiers
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.hub import clear_cache
+    from pipeline.segment import Segmenter
+
+    real = classifiers.compile_model
+
+    def refuse_throughput(xml, precision_hint="f32", dynamic_quantization=False, performance_hint=None):
+        if performance_hint == "THROUGHPUT":
+            raise RuntimeError("hint not supported")
+        return real(xml, precision_hint, dynamic_quantization, performance_hint)
+
+    clear_cache()
+    monkeypatch.setattr(classifiers, "compile_model", refuse_throughput)
+    runner = Segmenter(ModelRef(str(varied_seg_model)), "int8", "openvino", None, 320).model
+    assert isinstance(runner, OpenVINOSegmenter) and runner.streams is None
+    assert "no throughput copy" in caplog.text
+    images = [testing.photo(w, h, seed=i) for i, (w, h) in enumerate([(200, 120), (90, 200)])]
+    assert len(runner.predict_many(images, 0.01, 0.5, 320, 20)) == 2
+    clear_cache()
+
+
 @pytest.mark.shared
 def test_openvino_segmenter_gives_ultralytics_answers_on_real_photos(shared_dir):
     from pipeline.decode import load_photo

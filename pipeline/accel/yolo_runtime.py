@@ -7,6 +7,7 @@ start. The answers are Ultralytics' own (tests compare the two on the same copy)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import numpy as np
 from PIL import Image
 
 from .classifiers import OPENVINO_CALLS
+
+logger = logging.getLogger(__name__)
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
@@ -120,11 +123,8 @@ class OpenVINOSegmenter:
         compiled = compile_model(xml, precision_hint, performance_hint="LATENCY")
         if len(compiled.outputs) != 2:
             return None
-        streams = compile_model(xml, precision_hint, performance_hint="THROUGHPUT")
-        if int(streams.get_property("NUM_STREAMS")) < 2:
-            streams = None
         names = {int(k): str(v) for k, v in meta["names"].items()}
-        return cls(compiled, names, int(meta.get("stride", 32)), streams)
+        return cls(compiled, names, int(meta.get("stride", 32)), _throughput_copy(xml, precision_hint))
 
     def predict(
         self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
@@ -199,6 +199,19 @@ class OpenVINOSegmenter:
         kept, masks = kept[has_pixels], masks[has_pixels]
         boxes = box.boxes_to_source(kept[:, :4].copy())
         return Instances(boxes, kept[:, 4], kept[:, 5].astype(int), masks, box.mask_to_source)
+
+
+def _throughput_copy(xml: Path, precision_hint: str):
+    """The copy compiled for throughput, or None where it would have one stream (one core, one thread) or cannot
+    be compiled: the latency copy then serves every call, as before."""
+    from .classifiers import compile_model, one_line
+
+    try:
+        streams = compile_model(xml, precision_hint, performance_hint="THROUGHPUT")
+    except Exception as exc:  # an OpenVINO build or CPU that refuses the hint: slower, never wrong
+        logger.warning("no throughput copy of %s (%s)", xml.name, one_line(exc))
+        return None
+    return streams if int(streams.get_property("NUM_STREAMS")) >= 2 else None
 
 
 def _nms(
