@@ -135,7 +135,7 @@ class OpenVINOSegmenter:
         self, images: list[Image.Image], conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
     ) -> list[Instances]:
         """Each image letterboxed as it would be alone. Several images: one request each on the throughput copy, a
-        stream a core (any letterbox, no batch to fill: 1.6x the batches' photos a second on the bench's photos).
+        stream a core (any letterbox, no batch to fill; docs/performance.md).
         One image, or one core: the latency copy, images whose letterboxes have the same size in batches of BATCH,
         the rest one by one (two batch sizes only, since OpenVINO prepares its kernels anew for every input shape)."""
         boxed = [letterboxed(image, image_size, self.stride) for image in images]
