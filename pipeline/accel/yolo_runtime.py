@@ -154,8 +154,7 @@ class OpenVINOSegmenter:
             with OPENVINO_CALLS:
                 request = self.compiled.create_infer_request()
                 request.infer({0: np.concatenate([boxed[i][1] for i in members])})
-                outputs = [request.get_output_tensor(k).data for k in range(2)]  # this thread's request
-            predictions, protos = sorted(outputs, key=lambda a: a.ndim)  # (B, 4+nc+nm, N), (B, nm, h, w)
+                predictions, protos = _network_outputs(request)  # this thread's request
             for row, i in enumerate(members):
                 found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det, agnostic)
         return [found[i] for i in range(len(images))]
@@ -179,7 +178,7 @@ class OpenVINOSegmenter:
         outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
         def keep(request, index: int) -> None:  # the request's buffers are reused: copy out
-            predictions, protos = sorted((request.get_output_tensor(k).data for k in range(2)), key=lambda a: a.ndim)
+            predictions, protos = _network_outputs(request)
             outputs[index] = (predictions[0].copy(), protos[0].copy())
 
         with OPENVINO_CALLS:
@@ -199,6 +198,11 @@ class OpenVINOSegmenter:
         kept, masks = kept[has_pixels], masks[has_pixels]
         boxes = box.boxes_to_source(kept[:, :4].copy())
         return Instances(boxes, kept[:, 4], kept[:, 5].astype(int), masks, box.mask_to_source)
+
+
+def _network_outputs(request) -> tuple[np.ndarray, np.ndarray]:
+    """A finished request's predictions (B, 4+nc+nm, N) and mask prototypes (B, nm, h, w), told apart by rank."""
+    return tuple(sorted((request.get_output_tensor(k).data for k in range(2)), key=lambda a: a.ndim))
 
 
 def _throughput_copy(xml: Path, precision_hint: str):
