@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from .accel import shared_pixels
 from .car import CarCheck
 from .damage import DamageCheck, SeverityCheck
 from .decode import ImageSource, Photo, load_photo
@@ -77,9 +78,10 @@ def analyze_photos(photos: Sequence[Photo], settings: Settings) -> list[Analysis
     """The cascade over decoded photos (one batch)."""
     stages, thresholds = stages_for(settings.models), settings.thresholds
     images = [photo.image for photo in photos]
-    cars = stages.car.scores(images, thresholds.car)
-    checked = [i for i, car in enumerate(cars) if car.positive or not settings.cascade]
-    assessed = dict(zip(checked, stages.damage.assess([images[i] for i in checked], thresholds.damage)))
+    with shared_pixels():  # the car and damage checks often read the same network inputs
+        cars = stages.car.scores(images, thresholds.car)
+        checked = [i for i, car in enumerate(cars) if car.positive or not settings.cascade]
+        assessed = dict(zip(checked, stages.damage.assess([images[i] for i in checked], thresholds.damage)))
     classifier = {i: check for i, (check, _) in assessed.items()}
     found = _segment(stages, photos, classifier, settings)
     damages = {i: _verdict(classifier[i], found.get(i), settings) for i in checked}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 from PIL import Image
@@ -52,6 +53,18 @@ class CarCheck(ClassifierStage):
 
     def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
         classifier = self.model
-        ids = car_label_ids(classifier.id2label)
+        ids = _car_ids(classifier)
         probabilities = classifier.probabilities(images)
         return [Check(min(1.0, float(row[ids].sum())), threshold, classifier.top_labels(row)) for row in probabilities]
+
+
+_CAR_IDS: weakref.WeakKeyDictionary[ImageClassifier, list[int]] = weakref.WeakKeyDictionary()
+
+
+def _car_ids(classifier: ImageClassifier) -> list[int]:
+    """A loaded classifier's car_label_ids, worked out once: over ImageNet's thousand labels it took about a
+    millisecond a call, a noticeable share of one photo's time."""
+    ids = _CAR_IDS.get(classifier)
+    if ids is None:
+        ids = _CAR_IDS[classifier] = car_label_ids(classifier.id2label)
+    return ids

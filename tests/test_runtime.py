@@ -129,8 +129,9 @@ def test_several_photos_take_the_throughput_copy_with_the_same_answers(varied_se
         assert all(_iou(a.to_image(m), b.to_image(n)) >= 0.97 for m, n in zip(a.masks, b.masks, strict=True))
 
 
-def test_a_throughput_copy_that_cannot_be_compiled_leaves_the_latency_copy(varied_seg_model, monkeypatch, caplog):
-    """Should OpenVINO refuse the throughput hint, the segmenter loads as before and serves several photos."""
+def test_copies_that_cannot_be_compiled_leave_the_latency_copy(varied_seg_model, monkeypatch, caplog):
+    """Should OpenVINO refuse the throughput hint or a fixed input shape, the segmenter loads as before and
+    serves several photos and one photo alone."""
     from pipeline.accel import classifiers
     from pipeline.accel.yolo_runtime import OpenVINOSegmenter
     from pipeline.hub import clear_cache
@@ -138,18 +139,48 @@ def test_a_throughput_copy_that_cannot_be_compiled_leaves_the_latency_copy(varie
 
     real = classifiers.compile_model
 
-    def refuse_throughput(xml, precision_hint="f32", dynamic_quantization=False, performance_hint=None):
-        if performance_hint == "THROUGHPUT":
-            raise RuntimeError("hint not supported")
+    def refuse(xml, precision_hint="f32", dynamic_quantization=False, performance_hint=None, input_shape=None):
+        if performance_hint == "THROUGHPUT" or input_shape is not None:
+            raise RuntimeError("not supported")
         return real(xml, precision_hint, dynamic_quantization, performance_hint)
 
     clear_cache()
-    monkeypatch.setattr(classifiers, "compile_model", refuse_throughput)
+    monkeypatch.setattr(classifiers, "compile_model", refuse)
     runner = Segmenter(ModelRef(str(varied_seg_model)), "int8", "openvino", None, 320).model
-    assert isinstance(runner, OpenVINOSegmenter) and runner.streams is None
-    assert "no throughput copy" in caplog.text
+    assert isinstance(runner, OpenVINOSegmenter) and runner.streams is None and "no throughput copy" in caplog.text
     images = [testing.photo(w, h, seed=i) for i, (w, h) in enumerate([(200, 120), (90, 200)])]
     assert len(runner.predict_many(images, 0.01, 0.5, 320, 20)) == 2
+    alone = runner.predict(testing.photo(320, 240, seed=3), 0.01, 0.5, 320, 20)  # a 4:3 letterbox
+    assert len(alone.scores) and runner.fixed is None and "no copy of the segmenter for input" in caplog.text
+    clear_cache()
+
+
+def test_a_photo_alone_of_a_common_shape_takes_the_copy_compiled_for_its_shape(varied_seg_model):
+    """A photo alone of a common letterbox (4:3, 3:4, square) runs on a copy compiled for that shape, made at the
+    first such photo (never for several photos, which take the throughput copy), with the dynamic copy's answers."""
+    from pipeline.accel.yolo_runtime import COMMON_SHAPES, Letterbox, OpenVINOSegmenter
+    from pipeline.hub import clear_cache
+    from pipeline.segment import Segmenter
+
+    clear_cache()
+    runner = Segmenter(ModelRef(str(varied_seg_model)), "int8", "openvino", None, 320).model
+    assert isinstance(runner, OpenVINOSegmenter)
+    images = [testing.photo(w, h, seed=i) for i, (w, h) in enumerate([(320, 240), (150, 200), (99, 99), (160, 120)])]
+    runner.predict_many(images, 0.01, 0.5, 320, 20)
+    assert runner._fixed == {} or runner.streams is None
+    fixed = [runner.predict(image, 0.01, 0.5, 320, 20) for image in [*images, testing.photo(200, 120, seed=7)]]
+    assert set(runner._fixed) == {(1, 3, *Letterbox.fit(shape, 320, runner.stride).size) for shape in COMMON_SHAPES}
+    compiled, runner._fixed = runner._fixed, {}
+    compiled_for, runner.fixed = runner.fixed, None
+    try:
+        dynamic = [runner.predict(image, 0.01, 0.5, 320, 20) for image in images]
+    finally:
+        runner._fixed, runner.fixed = compiled, compiled_for
+    assert sum(len(found.scores) for found in dynamic) >= 4
+    for a, b in zip(fixed, dynamic):
+        assert np.allclose(a.scores, b.scores, atol=2e-3) and a.classes.tolist() == b.classes.tolist()
+        assert np.allclose(a.boxes, b.boxes, atol=0.5)
+        assert all(_iou(a.to_image(m), b.to_image(n)) >= 0.97 for m, n in zip(a.masks, b.masks, strict=True))
     clear_cache()
 
 
@@ -316,3 +347,21 @@ def test_warm_start_imports_no_pytorch(car_imagenet_random, damage_clip, seg_mod
     assert warm["car"] == pytest.approx(first["car"], abs=1e-5)
     assert warm["damage"] == pytest.approx(first["damage"], abs=1e-5)
     assert warm["masks"] == first["masks"]
+
+
+def test_one_pass_makes_a_photos_pixels_once_and_never_reads_them_stale(monkeypatch):
+    """Inside one pass the car and damage checks share a photo's network input (same spec); a photo changed in
+    place between two passes is read anew."""
+    from pipeline.accel.pixels import PixelSpec, shared_pixels
+
+    spec = PixelSpec((32, 32), None, 2, None, False, 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    made = []
+    real = PixelSpec._one
+    monkeypatch.setattr(PixelSpec, "_one", lambda self, image: made.append(image) or real(self, image))
+    image, other = testing.photo(64, 48, seed=1), testing.photo(64, 48, seed=2)
+    with shared_pixels():
+        first = spec([image])
+        again = spec([other, image])
+    assert made == [image, other] and np.array_equal(again[1], first[0])
+    image.paste((0, 0, 0), (0, 0, 64, 48))
+    assert not np.array_equal(spec([image])[0], first[0]) and len(made) == 3

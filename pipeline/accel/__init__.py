@@ -7,6 +7,7 @@ Ultralytics. Everything here is optional: any failure falls back to PyTorch or f
 
 from .cache import build_once, cache_dir, cached_arrays
 from .classifiers import Loaders, image_forward
+from .pixels import shared_pixels
 from .precision import for_inference, resolve_precision
 from .yolo import choose_backend, import_yolo, on_openvino, quiet_ultralytics
 
@@ -22,4 +23,5 @@ __all__ = [
     "on_openvino",
     "quiet_ultralytics",
     "resolve_precision",
+    "shared_pixels",
 ]

@@ -176,10 +176,15 @@ def _head_module(model, head: Head):
 
 
 def compile_model(
-    xml: Path, precision_hint: str = "f32", dynamic_quantization: bool = False, performance_hint: str | None = None
+    xml: Path,
+    precision_hint: str = "f32",
+    dynamic_quantization: bool = False,
+    performance_hint: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ):
     """An OpenVINO CPU model at an explicit precision: OpenVINO would pick bf16 on any CPU with AVX512-BF16,
-    where it is emulated and slower than f32 unless the CPU also has AMX."""
+    where it is emulated and slower than f32 unless the CPU also has AMX. ``input_shape``: compiled for that one
+    shape of its first input (no per-call shape work, which a dynamic copy does each time the shape changes)."""
     import openvino as ov
 
     config = {"INFERENCE_PRECISION_HINT": precision_hint} | compiled_cache() | thread_config()
@@ -188,7 +193,10 @@ def compile_model(
     if performance_hint:
         config["PERFORMANCE_HINT"] = performance_hint
     core = ov.Core()
-    return core.compile_model(core.read_model(str(xml)), "CPU", config)
+    model = core.read_model(str(xml))
+    if input_shape is not None:
+        model.reshape({model.inputs[0].get_any_name(): list(input_shape)})
+    return core.compile_model(model, "CPU", config)
 
 
 def compiled_cache() -> dict[str, str]:

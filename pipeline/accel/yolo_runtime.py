@@ -7,7 +7,9 @@ start. The answers are Ultralytics' own (tests compare the two on the same copy)
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,9 +106,12 @@ class OpenVINOSegmenter:
 
     task = "segment"
 
-    def __init__(self, compiled, names: dict[int, str], stride: int, streams=None) -> None:
+    def __init__(self, compiled, names: dict[int, str], stride: int, streams=None, fixed=None) -> None:
         self.compiled, self.names, self.stride = compiled, names, stride
         self.streams = streams  # the copy compiled for throughput (a stream a core), None on one core
+        self.fixed = fixed  # input shape -> a latency copy compiled for that one shape (None: never made)
+        self._fixed: dict[tuple[int, ...], object] = {}
+        self._making = threading.Lock()
 
     @classmethod
     def load(cls, folder: Path, precision_hint: str) -> OpenVINOSegmenter | None:
@@ -124,7 +129,8 @@ class OpenVINOSegmenter:
         if len(compiled.outputs) != 2:
             return None
         names = {int(k): str(v) for k, v in meta["names"].items()}
-        return cls(compiled, names, int(meta.get("stride", 32)), _throughput_copy(xml, precision_hint))
+        fixed = functools.partial(_fixed_copy, xml, precision_hint)
+        return cls(compiled, names, int(meta.get("stride", 32)), _throughput_copy(xml, precision_hint), fixed)
 
     def predict(
         self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
@@ -137,7 +143,8 @@ class OpenVINOSegmenter:
         """Each image letterboxed as it would be alone. Several images: one request each on the throughput copy, a
         stream a core (any letterbox, no batch to fill; docs/performance.md).
         One image, or one core: the latency copy, images whose letterboxes have the same size in batches of BATCH,
-        the rest one by one (two batch sizes only, since OpenVINO prepares its kernels anew for every input shape)."""
+        the rest one by one (two batch sizes only, since OpenVINO prepares its kernels anew for every input shape);
+        a photo alone of a common letterbox on a copy compiled for its shape (``_latency_copy``)."""
         boxed = [letterboxed(image, image_size, self.stride) for image in images]
         if self.streams is not None and len(images) > 1:
             outputs = self._streamed([network_input for _, network_input in boxed])
@@ -151,25 +158,52 @@ class OpenVINOSegmenter:
             chunks += [members[k : k + BATCH] for k in range(0, full, BATCH)] + [[i] for i in members[full:]]
         found: dict[int, Instances] = {}
         for members in chunks:
+            network_input = np.concatenate([boxed[i][1] for i in members])
+            copy = self._latency_copy(network_input.shape, image_size)
             with OPENVINO_CALLS:
-                request = self.compiled.create_infer_request()
-                request.infer({0: np.concatenate([boxed[i][1] for i in members])})
+                request = copy.create_infer_request()
+                request.infer({0: network_input})
                 predictions, protos = _network_outputs(request)  # this thread's request
             for row, i in enumerate(members):
                 found[i] = self._instances(boxed[i][0], predictions[row], protos[row], conf, iou, max_det, agnostic)
         return [found[i] for i in range(len(images))]
 
     def warm_up(self, image_size: int) -> None:
-        """One call at the letterbox of each of COMMON_SHAPES (and one a stream of the throughput copy): OpenVINO
-        prepares its kernels for each input shape it has not seen (about ten times the network's own time), which
-        the first photos would otherwise wait for."""
+        """One call at the square letterbox (and one a stream of the throughput copy at each of COMMON_SHAPES):
+        OpenVINO prepares its kernels for each input shape it has not seen (about ten times the network's own
+        time), which the first photos would otherwise wait for. The latency copy is warmed at one shape only: it
+        keeps ~20 MB of kernels a shape, and a photo alone of a common letterbox runs on a copy of its own."""
         for shape in COMMON_SHAPES:
             height, width = Letterbox.fit(shape, image_size, self.stride).size
             blank = np.zeros((1, 3, height, width), dtype=np.float32)
-            with OPENVINO_CALLS:
-                self.compiled.create_infer_request().infer({0: blank})
+            if shape == (1, 1) or self.fixed is None:
+                with OPENVINO_CALLS:
+                    self.compiled.create_infer_request().infer({0: blank})
             if self.streams is not None:
                 self._streamed([blank] * int(self.streams.get_property("NUM_STREAMS")))
+
+    def _latency_copy(self, shape: tuple[int, ...], image_size: int):
+        """The copy one latency call of ``shape`` runs on. A photo alone of a common letterbox: a copy compiled for
+        that one shape, made at the first such photo (a dynamic copy redoes its shape work whenever the shape
+        changes from its last call, as it does from one user's photo to the next: docs/performance.md); batches,
+        other letterboxes, or where such a copy cannot be compiled: the dynamic copy."""
+        if self.fixed is None or shape not in _common_inputs(image_size, self.stride):
+            return self.compiled
+        copy = self._fixed.get(shape)
+        if copy is None:
+            with self._making:  # one compile a shape, whichever thread asks first
+                copy = self._fixed.get(shape) or self._make_fixed(shape)
+        return copy or self.compiled
+
+    def _make_fixed(self, shape: tuple[int, ...]):
+        from .classifiers import one_line
+
+        try:
+            self._fixed[shape] = self.fixed(shape)
+        except Exception as exc:  # slower, never wrong
+            logger.warning("no copy of the segmenter for input %s (%s)", shape, one_line(exc))
+            self.fixed = None
+        return self._fixed.get(shape)
 
     def _streamed(self, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(predictions, prototypes) of each input, the inputs spread over the throughput copy's streams."""
@@ -203,6 +237,18 @@ class OpenVINOSegmenter:
 def _network_outputs(request) -> tuple[np.ndarray, np.ndarray]:
     """A finished request's predictions (B, 4+nc+nm, N) and mask prototypes (B, nm, h, w), told apart by rank."""
     return tuple(sorted((request.get_output_tensor(k).data for k in range(2)), key=lambda a: a.ndim))
+
+
+@functools.cache
+def _common_inputs(image_size: int, stride: int) -> frozenset[tuple[int, ...]]:
+    """The network input of one photo of each of COMMON_SHAPES."""
+    return frozenset((1, 3, *Letterbox.fit(shape, image_size, stride).size) for shape in COMMON_SHAPES)
+
+
+def _fixed_copy(xml: Path, precision_hint: str, shape: tuple[int, ...]):
+    from .classifiers import compile_model
+
+    return compile_model(xml, precision_hint, performance_hint="LATENCY", input_shape=shape)
 
 
 def _throughput_copy(xml: Path, precision_hint: str):
