@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +110,6 @@ class OpenVINOSegmenter:
         self.streams = streams  # the copy compiled for throughput (a stream a core), None on one core
         self.fixed = fixed  # input shape -> a latency copy compiled for that one shape (None: never made)
         self._fixed: dict[tuple[int, ...], object] = {}
-        self._making = threading.Lock()
 
     @classmethod
     def load(cls, folder: Path, precision_hint: str) -> OpenVINOSegmenter | None:
@@ -191,7 +189,7 @@ class OpenVINOSegmenter:
             return self.compiled
         copy = self._fixed.get(shape)
         if copy is None:
-            with self._making:  # one compile a shape, whichever thread asks first
+            with OPENVINO_CALLS:  # compiled once a shape, while no other thread runs a model (as every call here)
                 copy = self._fixed.get(shape) or self._make_fixed(shape)
         return copy or self.compiled
 
