@@ -37,6 +37,7 @@ def _same_answers(weights: Path, photos, image_size: int, conf: float) -> tuple[
 
     runner = Segmenter(ModelRef(str(weights)), "int8", "openvino", None, image_size).model
     assert isinstance(runner, OpenVINOSegmenter)
+    runner.shared_shapes = False  # Ultralytics pads to the stride, the product to SHAPE_SHARES (tested below)
     reference = YOLO(str(_openvino_folder(weights)), task="segment")
     _pin_openvino_precision(reference, _openvino_folder(weights), "fp32")
     for compiled in (runner.compiled, reference.predictor.model.backend.ov_compiled_model):
@@ -64,7 +65,7 @@ def _deciding_ties(runner, photo, image_size: int, conf: float, iou: float, cuto
     score, which the comparison sorts by box."""
     from pipeline.accel.yolo_runtime import letterboxed
 
-    _, pixels = letterboxed(photo.image, image_size, runner.stride)
+    _, pixels = letterboxed(photo.image, image_size, runner.stride, runner.shared_shapes)
     rows = min(runner.compiled({0: pixels}).values(), key=np.ndim)[0].T  # (anchors, 4 + classes + coefficients)
     scores = rows[:, 4 : 4 + len(runner.names)]
     best, labels = scores.max(axis=1), scores.argmax(axis=1)
@@ -365,3 +366,19 @@ def test_one_pass_makes_a_photos_pixels_once_and_never_reads_them_stale(monkeypa
     assert made == [image, other] and np.array_equal(again[1], first[0])
     image.paste((0, 0, 0), (0, 0, 64, 48))
     assert not np.array_equal(spec([image])[0], first[0]) and len(made) == 3
+
+
+def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultralytics():
+    """The short side pads up to the next of SHAPE_SHARES of the long side: photos of every aspect ratio make at
+    most seven input sizes a side (a dynamic copy's memory grows with each shape), while square, 4:3, 16:9 and 2:1
+    photos get Ultralytics' own letterbox (padded to the stride) at every serving size."""
+    from pipeline.accel.yolo_runtime import SHAPE_SHARES, Letterbox
+
+    for image_size in (384, 576, 640):
+        sizes = {Letterbox.fit((h, w), image_size, 32).size for h in range(40, 1600, 37) for w in range(40, 1600, 41)}
+        assert len(sizes) <= 2 * len(SHAPE_SHARES) - 1 and all(image_size in size for size in sizes)
+        assert all(side % 32 == 0 for size in sizes for side in size)
+        for h, w in [(480, 640), (3000, 4000), (640, 480), (224, 224), (1080, 1920), (1920, 1080), (500, 1000)]:
+            assert Letterbox.fit((h, w), image_size, 32) == Letterbox.fit((h, w), image_size, 32, shared=False)
+    odd = Letterbox.fit((700, 1000), 576, 32)  # 0.7: the image in the middle of a 4:3 input
+    assert odd.size == (448, 576) and odd.resized == (403, 576) and odd.pads == (22, 23, 0, 0)

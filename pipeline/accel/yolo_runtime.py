@@ -25,22 +25,30 @@ PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
 BATCH = 8  # photos of one letterbox size a network call (the pipeline's default batch)
 COMMON_SHAPES = ((3, 4), (4, 3), (1, 1))  # height:width of most photos (landscape and portrait 4:3, square)
+# The short side of a network input is padded up to the first of these shares of the long side (rounded up to the
+# stride), not only to the stride as Ultralytics pads: a dynamic OpenVINO copy keeps ~15-25 MB of kernels for every
+# input shape it has run, so photos of many aspect ratios made its memory grow by ~0.7 GB over 30 shapes
+# (docs/performance.md). Square, 4:3, 16:9 and 2:1 photos pad exactly as Ultralytics pads them.
+SHAPE_SHARES = (1, 3 / 4, 9 / 16, 1 / 2, 3 / 8, 1 / 4, 1 / 8)
 
 
 @dataclass(frozen=True)
 class Letterbox:
-    """Ultralytics' LetterBox(auto=True) for one image: scaled to fit, padded to the stride, centred."""
+    """Ultralytics' LetterBox(auto=True) for one image: scaled to fit, padded to the stride (``shared``: to the next
+    of SHAPE_SHARES), centred."""
 
     source: tuple[int, int]  # (height, width) of the image
     resized: tuple[int, int]  # (height, width) of the image inside the network input
     pads: tuple[int, int, int, int]  # top, bottom, left, right
 
     @classmethod
-    def fit(cls, source: tuple[int, int], image_size: int, stride: int) -> Letterbox:
+    def fit(cls, source: tuple[int, int], image_size: int, stride: int, shared: bool = True) -> Letterbox:
         height, width = source
         ratio = min(image_size / height, image_size / width)
         new_w, new_h = max(round(width * ratio), 1), max(round(height * ratio), 1)
-        dw, dh = ((image_size - new_w) % stride) / 2, ((image_size - new_h) % stride) / 2
+        sides = _padded_sides(image_size, stride) if shared else ()
+        dw, dh = (_padded(side, image_size, stride, sides) - side for side in (new_w, new_h))
+        dw, dh = dw / 2, dh / 2
         return cls(source, (new_h, new_w), (round(dh - 0.1), round(dh + 0.1), round(dw - 0.1), round(dw + 0.1)))
 
     @property
@@ -81,10 +89,23 @@ class Letterbox:
         return inner > 0.5
 
 
-def letterboxed(image: Image.Image, image_size: int, stride: int = 32) -> tuple[Letterbox, np.ndarray]:
+def _padded(side: int, image_size: int, stride: int, sides: tuple[int, ...]) -> int:
+    """Ultralytics: the side plus its remainder to the stride; then up to the first of ``sides`` that holds it."""
+    side += (image_size - side) % stride
+    return next((padded for padded in sides if padded >= side), side)
+
+
+@functools.cache
+def _padded_sides(image_size: int, stride: int) -> tuple[int, ...]:
+    return tuple(sorted({-(-round(image_size * share) // stride) * stride for share in SHAPE_SHARES}))
+
+
+def letterboxed(
+    image: Image.Image, image_size: int, stride: int = 32, shared: bool = True
+) -> tuple[Letterbox, np.ndarray]:
     """A photo as the network sees it (also what the int8 copy is calibrated on), and the letterbox's geometry."""
     rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
-    box = Letterbox.fit(rgb.shape[:2], image_size, stride)
+    box = Letterbox.fit(rgb.shape[:2], image_size, stride, shared)
     return box, box.network_input(rgb)
 
 
@@ -107,6 +128,7 @@ class OpenVINOSegmenter:
 
     def __init__(self, compiled, names: dict[int, str], stride: int, streams=None, fixed=None) -> None:
         self.compiled, self.names, self.stride = compiled, names, stride
+        self.shared_shapes = True  # letterboxes padded to SHAPE_SHARES (False: as Ultralytics pads, for tests)
         self.streams = streams  # the copy compiled for throughput (a stream a core), None on one core
         self.fixed = fixed  # input shape -> a latency copy compiled for that one shape (None: never made)
         self._fixed: dict[tuple[int, ...], object] = {}
@@ -143,7 +165,7 @@ class OpenVINOSegmenter:
         One image, or one core: the latency copy, images whose letterboxes have the same size in batches of BATCH,
         the rest one by one (two batch sizes only, since OpenVINO prepares its kernels anew for every input shape);
         a photo alone of a common letterbox on a copy compiled for its shape (``_latency_copy``)."""
-        boxed = [letterboxed(image, image_size, self.stride) for image in images]
+        boxed = [letterboxed(image, image_size, self.stride, self.shared_shapes) for image in images]
         if self.streams is not None and len(images) > 1:
             outputs = self._streamed([network_input for _, network_input in boxed])
             return [self._instances(box, *outputs[i], conf, iou, max_det, agnostic) for i, (box, _) in enumerate(boxed)]
