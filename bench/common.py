@@ -55,6 +55,21 @@ def zip_of(paths: list[Path], count: int, path: Path) -> Path:
     return path
 
 
+def zip_of_aspects(paths: list[Path], count: int, path: Path) -> Path:
+    """``count`` photos re-cut to aspect ratios spread from 1:4 to 4:1 (longer side 640 px): a zip whose photos
+    make a new network input shape nearly every time, where the bench's own photos repeat a few."""
+    from PIL import Image
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(count):
+            ratio = 0.25 + 3.75 * i / max(1, count - 1)  # width / height
+            width = 640 if ratio >= 1 else round(640 * ratio)
+            with Image.open(paths[i % len(paths)]) as image:
+                photo = image.convert("RGB").resize((width, max(1, round(width / ratio))))
+            archive.writestr(f"{i:04d}.jpg", testing.jpeg_bytes(photo))
+    return path
+
+
 def percentile(values: list[float], q: int) -> float:
     return round(float(np.percentile(values, q)), 1)
 

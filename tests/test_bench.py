@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from pipeline import testing
 from pipeline.results import Detection, MaskCrop
 from pipeline.testing import match_instances
 
@@ -65,3 +66,19 @@ def test_speedups_are_the_median_of_rounds_measured_in_turn():
     rounds = [_round_ratios(fast, naive), _round_ratios(fast, drifted), _round_ratios(fast, naive)]
     assert rounds[0] == {"speedup_batch_vs_naive": 4.0, "speedup_single_vs_naive": 3.2, "speedup_zip_vs_naive": 4.0}
     assert _median_ratios(rounds) == rounds[0]
+
+
+def test_the_mixed_zip_spreads_aspect_ratios_from_one_to_four_to_four_to_one(tmp_path):
+    import zipfile
+
+    from PIL import Image
+
+    from bench.common import zip_of_aspects
+
+    source = tmp_path / "p.jpg"
+    testing.photo(120, 90, seed=1).save(source)
+    with zipfile.ZipFile(zip_of_aspects([source], 9, tmp_path / "a.zip")) as archive:
+        sizes = [Image.open(archive.open(name)).size for name in archive.namelist()]
+    ratios = [w / h for w, h in sizes]
+    assert len(sizes) == 9 and max(max(size) for size in sizes) == 640
+    assert abs(ratios[0] - 0.25) < 0.01 and abs(ratios[-1] - 4) < 0.01 and ratios == sorted(ratios)
