@@ -370,7 +370,7 @@ def test_one_pass_makes_a_photos_pixels_once_and_never_reads_them_stale(monkeypa
 
 def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultralytics():
     """The short side pads up to the next of SHAPE_SHARES of the long side: photos of every aspect ratio make at
-    most seven input sizes a side (a dynamic copy's memory grows with each shape), while square, 4:3, 16:9 and 2:1
+    most seven input shapes (a dynamic copy's memory grows with each shape), while square, 4:3, 16:9 and 2:1
     photos get Ultralytics' own letterbox (padded to the stride) at every serving size."""
     from pipeline.accel.yolo_runtime import SHAPE_SHARES, Letterbox
 
@@ -382,3 +382,4 @@ def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultra
             assert Letterbox.fit((h, w), image_size, 32) == Letterbox.fit((h, w), image_size, 32, shared=False)
     odd = Letterbox.fit((700, 1000), 576, 32)  # 0.7: the image in the middle of a 4:3 input
     assert odd.size == (448, 576) and odd.resized == (403, 576) and odd.pads == (22, 23, 0, 0)
+    assert Letterbox.fit((4000, 1000), 576, 32).size == (576, 288)  # longer than 2:1: padded to 2:1
