@@ -9,7 +9,8 @@ pre-processing, no warm-up. Fast = the shipped defaults (precision "auto": the O
 CPU gets, docs/performance.md; batches; warm-up; the copies run without PyTorch). "precision int8" is the opt-in
 side: int8 classifiers and the static int8 segmenter, calibrated on other photos of the same set. Every stage runs
 on every photo (cascade off), so the cascade's skipping flatters no side. The sides are measured in turn
-(``--rounds``, 3) and each speed-up is the median of its rounds' ratios: the host's speed drifts over minutes.
+(``--rounds``, 3) and each speed-up is the median of its rounds' ratios: the host's speed drifts over minutes;
+the single-photo one is measured interleaved (both sides warm, alternating photo by photo), as the issue defines it.
 Accuracy: the fast precisions against fp32 on the release's held-out photos, scored against their labels
 (bench.accuracy).
 """
@@ -80,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         figures["interleaved"] = _interleaved(fast, naive, photos)
     figures["rounds"] = rounds
     figures |= _median_ratios(rounds) | _agreement(naive_results, fast_results)
+    # The issue's single-photo figure is the interleaved one (both sides warm, alternating photo by photo, so the
+    # host's drift weighs on both alike); the median of the sequential rounds stays beside it.
+    figures["speedup_single_vs_naive_sequential"] = figures["speedup_single_vs_naive"]
+    figures["speedup_single_vs_naive"] = figures["interleaved"]["speedup_single_vs_naive"]
     figures["speedup_batch_int8_opt_in_vs_naive"] = round(
         figures["naive"]["p50_ms_single"] / figures["int8_opt_in"]["p50_ms_batch"], 2
     )
@@ -265,8 +270,10 @@ def _table(figures: dict[str, object]) -> str:
         f"| peak RSS during the zip | {fast['peak_rss_mb']} MB | {f32['peak_rss_mb']} MB | {naive['peak_rss_mb']} MB |",
         f"| zip of the photos re-cut from 1:4 to 4:1: photos/s, peak RSS (after n photos) | {mixed['photos_per_s']}, "
         f"{mixed['peak_rss_mb']} MB ({mixed['rss_mb_at']}) | | |",
-        f"| speed-up vs naive (batch / single / zip) | {figures['speedup_batch_vs_naive']}x / "
-        f"{figures['speedup_single_vs_naive']}x / {figures['speedup_zip_vs_naive']}x | "
+        "| speed-up vs naive (batch / single, interleaved / zip; single in rounds) | "
+        f"{figures['speedup_batch_vs_naive']}x / {figures['speedup_single_vs_naive']}x / "
+        f"{figures['speedup_zip_vs_naive']}x; "
+        f"{figures['speedup_single_vs_naive_sequential']}x | "
         f"{figures['speedup_batch_int8_opt_in_vs_naive']}x (batch) | |",
         "| each round (batch / single / zip) | "
         + "; ".join(" / ".join(f"{v}x" for v in r.values()) for r in figures["rounds"])
