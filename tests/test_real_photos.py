@@ -65,7 +65,7 @@ def test_cli_reports_a_real_car(imagenet_model, shared_dir, tmp_path, damage_no,
     profile = tmp_path / "p.toml"
     profile.write_text(
         f'[car]\nmodel = "{imagenet_model}"\n[damage]\nmodel = "{damage_no}"\n[segmenter]\nmodel = "{seg_model}"\n'
-        "[thresholds]\ncar = 0.1\n"
+        '[thresholds]\ncar = 0.1\n[runtime]\nprecision = "fp32"\n'  # the real photo is the point, not the copies
     )
     result = cli_json(photo, "--out", tmp_path / "o", "--models", profile)["results"][0]
     assert result["is_car"] is True and float(result["car_score"]) > 0.5
