@@ -383,3 +383,15 @@ def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultra
     odd = Letterbox.fit((700, 1000), 576, 32)  # 0.7: the image in the middle of a 4:3 input
     assert odd.size == (448, 576) and odd.resized == (403, 576) and odd.pads == (22, 23, 0, 0)
     assert Letterbox.fit((4000, 1000), 576, 32).size == (576, 288)  # longer than 2:1: padded to 2:1
+
+
+def test_rewriting_a_model_card_keeps_the_copies_and_a_new_config_rebuilds_them(tmp_path):
+    from pipeline.accel.cache import fingerprint, folder_files
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "README.md").write_text("card")
+    key = fingerprint(folder_files(tmp_path), "head")
+    (tmp_path / "README.md").write_text("the card, rewritten by a release")
+    assert fingerprint(folder_files(tmp_path), "head") == key
+    (tmp_path / "config.json").write_text('{"num_labels": 3}')
+    assert fingerprint(folder_files(tmp_path), "head") != key

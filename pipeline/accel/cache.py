@@ -57,7 +57,8 @@ def fingerprint(files: Iterable[Path], *extra: object) -> str:
 
 
 def folder_files(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*") if p.is_file()]
+    """A model folder's files, less its documents: rewriting a model card must not rebuild the copies."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() != ".md"]
 
 
 def file_digest(path: Path) -> str:
