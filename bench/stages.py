@@ -68,7 +68,7 @@ def _classifiers(settings, precision: str) -> tuple:
             stack.enter_context(
                 mock.patch("pipeline.accel.classifiers._openvino_forward", side_effect=RuntimeError("asked"))
             )
-        loaded = car.model, damage.model.engine
+        loaded = car.model.engine, damage.model.engine
     clear_cache()  # the next precision loads its own copies (int8 and torch-int8 share a cache key)
     return loaded
 

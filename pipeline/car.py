@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from PIL import Image
 
@@ -43,28 +43,30 @@ def _is_car_label(label: str) -> bool:
     return bool(words & _POSITIVE_WORDS) and not words & _NEGATIVE_WORDS
 
 
+@dataclass(frozen=True, eq=False)
+class CarModel:
+    """A loaded car classifier and the outputs that add up to P(car), worked out once at load (over ImageNet's
+    thousand labels that took about a millisecond, a noticeable share of one photo's time when done per call)."""
+
+    engine: ImageClassifier
+    car_ids: list[int]
+
+
 class CarCheck(ClassifierStage):
     """P(car) per photo; the model loads lazily, once."""
 
     role = "car"
 
-    def _load(self) -> ImageClassifier:
-        return load_classifier(self.role, self.ref, self.precision, car_label_ids, "none of its labels means 'car'")
+    def _load(self) -> CarModel:
+        classifier = load_classifier(
+            self.role, self.ref, self.precision, car_label_ids, "none of its labels means 'car'"
+        )
+        return CarModel(classifier, car_label_ids(classifier.id2label))
 
     def scores(self, images: Sequence[Image.Image], threshold: float) -> list[Check]:
-        classifier = self.model
-        ids = _car_ids(classifier)
-        probabilities = classifier.probabilities(images)
-        return [Check(min(1.0, float(row[ids].sum())), threshold, classifier.top_labels(row)) for row in probabilities]
-
-
-_CAR_IDS: weakref.WeakKeyDictionary[ImageClassifier, list[int]] = weakref.WeakKeyDictionary()
-
-
-def _car_ids(classifier: ImageClassifier) -> list[int]:
-    """A loaded classifier's car_label_ids, worked out once: over ImageNet's thousand labels it took about a
-    millisecond a call, a noticeable share of one photo's time."""
-    ids = _CAR_IDS.get(classifier)
-    if ids is None:
-        ids = _CAR_IDS[classifier] = car_label_ids(classifier.id2label)
-    return ids
+        model = self.model
+        probabilities = model.engine.probabilities(images)
+        return [
+            Check(min(1.0, float(row[model.car_ids].sum())), threshold, model.engine.top_labels(row))
+            for row in probabilities
+        ]
