@@ -127,12 +127,12 @@ class OpenVINOSegmenter:
 
     task = "segment"
 
-    def __init__(self, compiled, names: dict[int, str], stride: int, streams=None, fixed=None) -> None:
+    def __init__(self, compiled, names: dict[int, str], stride: int, streams=None, compile_for=None) -> None:
         self.compiled, self.names, self.stride = compiled, names, stride
         self.shared_shapes = True  # letterboxes padded to SHAPE_SHARES (False: as Ultralytics pads, for tests)
         self.streams = streams  # the copy compiled for throughput (a stream a core), None on one core
-        self.fixed = fixed  # input shape -> a latency copy compiled for that one shape (None: never made)
-        self._fixed: dict[tuple[int, ...], object] = {}
+        self.compile_for = compile_for  # input shape -> a latency copy for that one shape (None: none are made)
+        self._fixed: dict[tuple[int, ...], object] = {}  # those made, by input shape
 
     @classmethod
     def load(cls, folder: Path, precision_hint: str) -> OpenVINOSegmenter | None:
@@ -150,8 +150,8 @@ class OpenVINOSegmenter:
         if len(compiled.outputs) != 2:
             return None
         names = {int(k): str(v) for k, v in meta["names"].items()}
-        fixed = functools.partial(_fixed_copy, xml, precision_hint)
-        return cls(compiled, names, int(meta.get("stride", 32)), _throughput_copy(xml, precision_hint), fixed)
+        compile_for = functools.partial(_fixed_copy, xml, precision_hint)
+        return cls(compiled, names, int(meta.get("stride", 32)), _throughput_copy(xml, precision_hint), compile_for)
 
     def predict(
         self, image: Image.Image, conf: float, iou: float, image_size: int, max_det: int, agnostic: bool = False
@@ -197,7 +197,7 @@ class OpenVINOSegmenter:
         for shape in COMMON_SHAPES:
             height, width = Letterbox.fit(shape, image_size, self.stride).size
             blank = np.zeros((1, 3, height, width), dtype=np.float32)
-            if shape == (1, 1) or self.fixed is None:
+            if shape == (1, 1) or self.compile_for is None:
                 with OPENVINO_CALLS:
                     self.compiled.create_infer_request().infer({0: blank})
             if self.streams is not None:
@@ -208,7 +208,7 @@ class OpenVINOSegmenter:
         that one shape, made at the first such photo (a dynamic copy redoes its shape work whenever the shape
         changes from its last call, as it does from one user's photo to the next: docs/performance.md); batches,
         other letterboxes, or where such a copy cannot be compiled: the dynamic copy."""
-        if self.fixed is None or shape not in _common_inputs(image_size, self.stride):
+        if self.compile_for is None or shape not in _common_inputs(image_size, self.stride):
             return self.compiled
         copy = self._fixed.get(shape)
         if copy is None:
@@ -220,10 +220,10 @@ class OpenVINOSegmenter:
         from .classifiers import one_line
 
         try:
-            self._fixed[shape] = self.fixed(shape)
+            self._fixed[shape] = self.compile_for(shape)
         except Exception as exc:  # slower, never wrong
             logger.warning("no copy of the segmenter for input %s (%s)", shape, one_line(exc))
-            self.fixed = None
+            self.compile_for = None
         return self._fixed.get(shape)
 
     def _streamed(self, inputs: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
