@@ -340,14 +340,16 @@ def test_warm_start_imports_no_pytorch(car_imagenet_random, damage_clip, seg_mod
         "SEG_MODEL": str(seg_model),
     }
 
-    def start() -> dict:
+    def start() -> tuple[dict, str]:
         out = subprocess.run([sys.executable, "-c", _RUN, precision], env=env, cwd=ROOT, capture_output=True, text=True)
         assert out.returncode == 0, out.stderr[-2000:]
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        warnings = "\n".join(line for line in out.stderr.splitlines() if "failed" in line or "WARNING" in line)
+        return json.loads(out.stdout.strip().splitlines()[-1]), warnings
 
-    first, warm = start(), start()
+    (first, first_log), (warm, warm_log) = start(), start()
     assert first["heavy"], "the first start converts the models with PyTorch"
-    assert warm["heavy"] == []
+    # What made the warm start import them (a copy that failed and left PyTorch serving says so in its log).
+    assert warm["heavy"] == [], f"first start:\n{first_log[-1500:]}\nwarm start:\n{warm_log[-1500:]}"
     assert warm["car"] == pytest.approx(first["car"], abs=1e-5)
     assert warm["damage"] == pytest.approx(first["damage"], abs=1e-5)
     assert warm["masks"] == first["masks"]
@@ -398,3 +400,28 @@ def test_rewriting_a_model_card_keeps_the_copies_and_a_new_config_rebuilds_them(
     assert fingerprint(folder_files(tmp_path), "head") == key
     (tmp_path / "config.json").write_text('{"num_labels": 3}')
     assert fingerprint(folder_files(tmp_path), "head") != key
+
+
+def test_a_compiled_model_cache_openvino_cannot_use_leaves_the_copy_compiled_without_it(tmp_path, monkeypatch, caplog):
+    """A blob OpenVINO cannot load again, or a full disk, must not send a classifier back to PyTorch."""
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    from pipeline.accel import classifiers
+
+    pixels = ops.parameter([-1, 3, 8, 8], ov.Type.f32, name="pixels")
+    ov.save_model(ov.Model([ops.relu(pixels)], [pixels], "tiny"), tmp_path / "model.xml")
+    real = ov.Core.compile_model
+
+    def refuses_the_cache(self, model, device, config=None):
+        if config and "CACHE_DIR" in config:
+            raise RuntimeError("cannot import the compiled blob")
+        return real(self, model, device, config or {})
+
+    monkeypatch.setattr(ov.Core, "compile_model", refuses_the_cache)
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger=classifiers.__name__):
+        forward = classifiers.CompiledForward(classifiers.compile_model(tmp_path / "model.xml"))
+    values = np.linspace(-1, 1, 2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
+    np.testing.assert_array_equal(forward(values), np.maximum(values, 0))
+    assert "compiled-model cache failed" in caplog.text

@@ -187,7 +187,7 @@ def compile_model(
     shape of its first input (no per-call shape work, which a dynamic copy does each time the shape changes)."""
     import openvino as ov
 
-    config = {"INFERENCE_PRECISION_HINT": precision_hint} | compiled_cache() | thread_config()
+    config = {"INFERENCE_PRECISION_HINT": precision_hint} | thread_config()
     if dynamic_quantization:
         config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = DYNAMIC_QUANTIZATION_GROUP_SIZE
     if performance_hint:
@@ -196,7 +196,16 @@ def compile_model(
     model = core.read_model(str(xml))
     if input_shape is not None:
         model.reshape({model.inputs[0].get_any_name(): list(input_shape)})
-    return core.compile_model(model, "CPU", config)
+    cache = compiled_cache()
+    if not cache:
+        return core.compile_model(model, "CPU", config)
+    try:
+        return core.compile_model(model, "CPU", config | cache)
+    except RuntimeError as exc:
+        # A compiled blob it cannot load again (int8 blobs were, in OpenVINO 2022.3), or a full disk: compile
+        # afresh rather than leave the copy for PyTorch, which would cost the start seconds of imports.
+        logger.warning("OpenVINO's compiled-model cache failed (%s); compiling %s without it", one_line(exc), xml.name)
+        return core.compile_model(model, "CPU", config)
 
 
 def compiled_cache() -> dict[str, str]:
