@@ -425,3 +425,25 @@ def test_a_compiled_model_cache_openvino_cannot_use_leaves_the_copy_compiled_wit
     values = np.linspace(-1, 1, 2 * 3 * 8 * 8, dtype=np.float32).reshape(2, 3, 8, 8)
     np.testing.assert_array_equal(forward(values), np.maximum(values, 0))
     assert "compiled-model cache failed" in caplog.text
+
+
+def test_an_int8_copy_openvino_will_not_compile_leaves_the_f32_copy_serving(car_imagenet_random, monkeypatch, caplog):
+    """Not PyTorch: a warm start would then import it again."""
+    from pipeline.accel import classifiers
+    from pipeline.classify import ImageClassifier
+
+    photos = [testing.photo(120, 90, seed=seed) for seed in range(2)]
+    reference = ImageClassifier.from_folder(car_imagenet_random, "fp32").probabilities(photos)  # PyTorch's
+    real = classifiers.compile_model
+
+    def no_int8(xml, precision_hint="f32", dynamic_quantization=False, **options):
+        if dynamic_quantization:
+            raise RuntimeError("no int8 kernels here")
+        return real(xml, precision_hint, dynamic_quantization, **options)
+
+    monkeypatch.setattr(classifiers, "compile_model", no_int8)
+    monkeypatch.setattr(classifiers, "_torch_forward", lambda *args: pytest.fail("PyTorch took over"))
+    with caplog.at_level("WARNING", logger=classifiers.__name__):
+        classifier = ImageClassifier.from_folder(car_imagenet_random, "int8")
+    np.testing.assert_allclose(classifier.probabilities(photos), reference, atol=1e-5)
+    assert "int8 copy of car-random failed" in caplog.text

@@ -3,7 +3,7 @@
 The copy has int8 linear layers where int8 was chosen (NNCF, data-free; their inputs quantised on the fly by OpenVINO:
 VNNI int8 matrix products; convolutions stay f32), and is f32 where 'auto' chose fp32 (the same answers as PyTorch).
 Beside it, the pixel spec (``pixels.PixelSpec``) when it matches the model's processor: a warm start then imports
-neither PyTorch nor transformers. Any failure falls back to PyTorch.
+neither PyTorch nor transformers. An int8 copy that fails falls back to the f32 copy, any other failure to PyTorch.
 """
 
 from __future__ import annotations
@@ -58,11 +58,13 @@ class Loaders:
 def image_forward(folder: Path, head: Head, precision: str, loaders: Loaders) -> ImagesToArray:
     """images -> head(model, pixels) as float32 NumPy rows, in the resolved precision."""
     kind = openvino_kind(precision)
-    if kind is not None:
+    # An int8 copy this CPU's OpenVINO will not compile falls back to the f32 copy, which needs no PyTorch at a
+    # warm start, before PyTorch itself.
+    for attempt in {"int8": ("int8", "f32")}.get(kind, (kind,) if kind else ()):
         try:
-            return _openvino_forward(folder, head, kind, loaders)
+            return _openvino_forward(folder, head, attempt, loaders)
         except Exception as exc:  # not installed, an operator OpenVINO cannot convert, a read-only cache, ...
-            logger.warning("OpenVINO %s copy of %s failed (%s); using PyTorch", kind, folder.name, one_line(exc))
+            logger.warning("OpenVINO %s copy of %s failed (%s)", attempt, folder.name, one_line(exc))
     return _torch_forward(head, precision, loaders)
 
 
