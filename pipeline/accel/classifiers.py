@@ -60,11 +60,13 @@ def image_forward(folder: Path, head: Head, precision: str, loaders: Loaders) ->
     kind = openvino_kind(precision)
     # An int8 copy this CPU's OpenVINO will not compile falls back to the f32 copy, which needs no PyTorch at a
     # warm start, before PyTorch itself.
-    for attempt in {"int8": ("int8", "f32")}.get(kind, (kind,) if kind else ()):
+    attempts = {"int8": ("int8", "f32")}.get(kind, (kind,) if kind else ())
+    for number, attempt in enumerate(attempts, 1):
         try:
             return _openvino_forward(folder, head, attempt, loaders)
         except Exception as exc:  # not installed, an operator OpenVINO cannot convert, a read-only cache, ...
-            logger.warning("OpenVINO %s copy of %s failed (%s)", attempt, folder.name, one_line(exc))
+            then = "the f32 copy" if number < len(attempts) else "PyTorch"
+            logger.warning("OpenVINO %s copy of %s failed (%s); using %s", attempt, folder.name, one_line(exc), then)
     return _torch_forward(head, precision, loaders)
 
 
