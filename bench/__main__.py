@@ -211,6 +211,7 @@ def _zip_run(settings: Settings, source: Path, out: Path) -> dict[str, object]:
         "photos_per_s": round(result.summary.photos_analyzed / elapsed, 2),
         "peak_rss_mb": round(max(samples) / 2**20),
         "rss_mb_at": rss_at,
+        "pytorch_in_process": "torch" in sys.modules,  # its ~650 MB are in the RSS when true
     }
 
 
