@@ -126,7 +126,7 @@ class CompiledForward:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         with OPENVINO_CALLS:
             request = self.compiled.create_infer_request()
-            request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)})
+            request.infer({0: np.ascontiguousarray(pixels, dtype=np.float32)}, share_inputs=True)
             return request.get_output_tensor(0).data.copy()
 
 
