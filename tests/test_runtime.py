@@ -135,6 +135,28 @@ def test_several_photos_take_the_throughput_copy_with_the_same_answers(varied_se
         _assert_same_instances(a, b)
 
 
+def test_an_input_that_fails_mid_queue_lets_the_running_requests_finish(varied_seg_model):
+    """The throughput copy reads each input in place while the next is made: an error making one reaches the
+    caller only once the requests already started are done, and the copy serves the next call."""
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter, letterboxed
+    from pipeline.segment import Segmenter
+
+    runner = Segmenter(ModelRef(str(varied_seg_model)), "int8", "openvino", None, 320).model
+    assert isinstance(runner, OpenVINOSegmenter)
+    if runner.streams is None:
+        pytest.skip("one core: no throughput copy")
+    images = [testing.photo(200, 120, seed=i) for i in range(3)]
+
+    def inputs():
+        for image in images:
+            yield letterboxed(image, 320, runner.stride)[1]
+        raise OSError("the fourth photo's file went away")
+
+    with pytest.raises(OSError, match="went away"):
+        runner._streamed(inputs())
+    assert len(runner.predict_many(images, 0.01, 0.5, 320, 20)) == 3
+
+
 def test_copies_that_cannot_be_compiled_leave_the_latency_copy(varied_seg_model, monkeypatch, caplog):
     """Should OpenVINO refuse the throughput hint or a fixed input shape, the segmenter loads as before and
     serves several photos and one photo alone."""

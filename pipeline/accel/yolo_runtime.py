@@ -238,9 +238,9 @@ class OpenVINOSegmenter:
         return self._fixed.get(shape)
 
     def _streamed(self, inputs: Iterable[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(predictions, prototypes) of each input, the inputs spread over the throughput copy's streams. Each
-        input is read where it lies (kept until every request is done). Finishing each result in the requests'
-        callbacks, while the other stream runs, was slower (45.3 vs 42.1 ms a photo: docs/performance.md)."""
+        """(predictions, prototypes) of each input, the inputs spread over the throughput copy's streams; an input
+        may be made while the ones before it run. Each is read where it lies, so all are kept until every request
+        is done. (Finishing each result in the requests' callbacks was slower: docs/performance.md.)"""
         import openvino as ov
 
         outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -253,10 +253,12 @@ class OpenVINOSegmenter:
             queue = ov.AsyncInferQueue(self.streams, int(self.streams.get_property("NUM_STREAMS")))
             queue.set_callback(keep)
             kept = []
-            for index, network_input in enumerate(inputs):
-                kept.append(network_input)
-                queue.start_async({0: network_input}, index, share_inputs=True)
-            queue.wait_all()
+            try:
+                for index, network_input in enumerate(inputs):
+                    kept.append(network_input)
+                    queue.start_async({0: network_input}, index, share_inputs=True)
+            finally:  # whatever happened to the next input, the running requests still read theirs
+                queue.wait_all()
         return [outputs[i] for i in range(len(kept))]
 
     def _instances(
