@@ -201,11 +201,11 @@ def compile_model(
     if input_shape is not None:
         model.reshape({model.inputs[0].get_any_name(): list(input_shape)})
     cache = compiled_cache()
-    if not cache:
-        return core.compile_model(model, "CPU", config)
     try:
         return core.compile_model(model, "CPU", config | cache)
     except RuntimeError as exc:
+        if not cache:
+            raise
         # A compiled blob it cannot load again (int8 blobs were, in OpenVINO 2022.3), or a full disk: compile
         # afresh rather than leave the copy for PyTorch, which would cost the start seconds of imports.
         logger.warning("OpenVINO's compiled-model cache failed (%s); compiling %s without it", one_line(exc), xml.name)
