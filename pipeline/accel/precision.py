@@ -10,7 +10,7 @@ from pathlib import Path
 from ..settings import PRECISIONS
 
 # /proc/cpuinfo flags of each feature torch.cpu reports (what torch checks, read without importing torch).
-_CPU_FLAGS = {"vnni": ("avx512_vnni", "avx_vnni"), "amx_tile": ("amx_tile",), "bf16": ("avx512_bf16", "amx_bf16")}
+_CPU_FLAGS = {"amx_tile": ("amx_tile",), "bf16": ("avx512_bf16", "amx_bf16")}
 
 
 def cpu_supports(feature: str) -> bool:
