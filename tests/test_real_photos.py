@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
 import pytest
 
 from pipeline import ModelRef, analyze_batch
-from tests.run import cli_json
+from pipeline.__main__ import main as cli
 
 pytestmark = pytest.mark.shared
 
@@ -60,12 +61,15 @@ def test_cars_are_cars_and_other_photos_are_not(settings_factory, imagenet_model
     ]
 
 
-def test_cli_reports_a_real_car(imagenet_model, shared_dir, tmp_path, damage_no, seg_model):
+def test_cli_reports_a_real_car(imagenet_model, shared_dir, tmp_path, damage_no, seg_model, capsys):
+    """The command line in this process (a child process spent ~5 s importing PyTorch again; test_cli runs
+    ``python -m pipeline`` itself)."""
     photo = sorted((shared_dir / "data" / "dsmlr-carparts" / "JPEGImages").glob("*.jpg"))[0]
     profile = tmp_path / "p.toml"
     profile.write_text(
         f'[car]\nmodel = "{imagenet_model}"\n[damage]\nmodel = "{damage_no}"\n[segmenter]\nmodel = "{seg_model}"\n'
         '[thresholds]\ncar = 0.1\n[runtime]\nprecision = "fp32"\n'  # the real photo is the point, not the copies
     )
-    result = cli_json(photo, "--out", tmp_path / "o", "--models", profile)["results"][0]
+    assert cli([str(photo), "--out", str(tmp_path / "o"), "--models", str(profile), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["results"][0]
     assert result["is_car"] is True and float(result["car_score"]) > 0.5
