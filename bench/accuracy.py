@@ -43,7 +43,7 @@ def accuracy_vs_fp32(profile: str | None, per_kind: int, precisions: list[str] |
         "map50_delta_vs_fp32": auto["map50_delta"],
         "verdict_accuracy_delta_vs_fp32": auto["verdict_accuracy_delta"],
         "accuracy": {
-            "auto_resolves_to": resolve_precision("auto"),
+            "auto_resolves_to": {role: resolve_precision("auto", role) for role in ("classifier", "segmenter")},
             "photos_per_kind": per_kind,
             "fp32": _kept(reference),
             **{p: _kept(sides[p]) | judged[p] for p in sides},

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         runs[f"damage check CLIP B/32, {precision}"] = lambda damage=damage: damage.probabilities(images)
     for label, segmenter in (
         ("segmenter YOLOv8s-seg, PyTorch fp32", Segmenter(settings.models.segmenter, "fp32", "torch")),
-        ("segmenter YOLOv8s-seg, OpenVINO f32", Segmenter(settings.models.segmenter, "int8", "openvino")),
+        ("segmenter YOLOv8s-seg, OpenVINO f32", Segmenter(settings.models.segmenter, "fp32", "openvino")),
         ("segmenter YOLOv8s-seg, OpenVINO int8", Segmenter(settings.models.segmenter, "int8", "openvino", calibration)),
     ):
         runs[label] = lambda s=segmenter: s.detect(decoded, 0.25, 0.5, 6)

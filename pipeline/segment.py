@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .accel import choose_backend, import_yolo, on_openvino, quiet_ultralytics, resolve_precision
-from .accel.yolo import cached_openvino
+from .accel.yolo import cached_openvino, shipped_int8
 from .accel.yolo_runtime import Instances, OpenVINOSegmenter
 from .decode import Photo
 from .hub import Stage, load_error, resolve_file
@@ -43,8 +43,13 @@ class Segmenter(Stage):
 
     @property
     def variant(self) -> str:
-        variant = f"{self.backend}:{resolve_precision(self.precision)}"
+        variant = f"{self.backend}:{self.resolved}"
         return variant + (f":{self.calibration}@{self.image_size}" if self._calibrated() else "")
+
+    @property
+    def resolved(self) -> str:
+        """The precision this segmenter runs at ('auto' resolved for a segmenter on this CPU)."""
+        return resolve_precision(self.precision, "segmenter")
 
     def _calibrated(self) -> bool:
         return self.calibration is not None and self.precision == "int8"
@@ -57,8 +62,12 @@ class Segmenter(Stage):
         path = resolve_file(self.role, self.ref)
         on_copy = self.backend == "openvino" and path.suffix == ".pt"
         calibration = (self.calibration, self.image_size) if self._calibrated() else None
+        if on_copy and self.resolved == "int8" and calibration is None:
+            shipped = shipped_int8(path)
+            if shipped is not None:
+                return self._warmed(shipped)
         if on_copy:
-            cached = cached_openvino(path, resolve_precision(self.precision), calibration)
+            cached = cached_openvino(path, self.resolved, calibration)
             if cached is not None:  # a warm start: neither Ultralytics nor PyTorch is imported
                 return self._warmed(cached)
         try:
@@ -69,7 +78,7 @@ class Segmenter(Stage):
         if model.task != "segment":
             raise load_error(self.role, self.ref, f"it is a '{model.task}' model, not a segmentation model")
         if on_copy:
-            return self._warmed(on_openvino(model, path, resolve_precision(self.precision), calibration))
+            return self._warmed(on_openvino(model, path, self.resolved, calibration))
         return model
 
     def _warmed(self, model):

@@ -120,7 +120,7 @@ class ModelSet:
     segmenter: ModelRef = field(default_factory=lambda: _ref(DEFAULT_SEG_MODEL))
     severity: ModelRef | None = None  # a grade classifier; None: grades from the damage model, if it has them
     parts: ModelRef | None = None  # a car-part segmenter; None: no parts
-    precision: str = "auto"  # auto (bf16 with AMX, else fp32 copies) | fp32 | bf16 | int8
+    precision: str = "auto"  # auto (bf16 with AMX; VNNI: int8 segmenter copies; else f32 copies) | fp32 | bf16 | int8
     seg_backend: str = "auto"  # auto (OpenVINO when installed, unless precision="fp32") | torch | openvino
     # Photos like the uploads: with int8 and OpenVINO the segmenter runs a static int8 copy calibrated on them.
     calibration_photos: Path | None = None

@@ -397,7 +397,7 @@ def test_one_pass_makes_a_photos_pixels_once_and_never_reads_them_stale(monkeypa
 
 def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultralytics():
     """The short side pads up to the next of SHAPE_SHARES of the long side: photos of every aspect ratio make at
-    most seven input shapes (a dynamic copy's memory grows with each shape), while square, 4:3, 16:9 and 2:1
+    most nine input shapes (a dynamic copy's memory grows with each shape), while square, 4:3, 3:2, 16:9 and 2:1
     photos get Ultralytics' own letterbox (padded to the stride) at every serving size."""
     from pipeline.accel.yolo_runtime import SHAPE_SHARES, Letterbox
 
@@ -405,7 +405,8 @@ def test_photos_of_any_aspect_take_few_input_shapes_and_common_ones_pad_as_ultra
         sizes = {Letterbox.fit((h, w), image_size, 32).size for h in range(40, 1600, 37) for w in range(40, 1600, 41)}
         assert len(sizes) <= 2 * len(SHAPE_SHARES) - 1 and all(image_size in size for size in sizes)
         assert all(side % 32 == 0 for size in sizes for side in size)
-        for h, w in [(480, 640), (3000, 4000), (640, 480), (224, 224), (1080, 1920), (1920, 1080), (500, 1000)]:
+        photos = [(480, 640), (3000, 4000), (640, 480), (224, 224), (1080, 1920), (1920, 1080), (500, 1000)]
+        for h, w in [*photos, (4000, 6000), (800, 1200), (1200, 800)]:  # 3:2 too
             assert Letterbox.fit((h, w), image_size, 32) == Letterbox.fit((h, w), image_size, 32, shared=False)
     odd = Letterbox.fit((700, 1000), 576, 32)  # 0.7: the image in the middle of a 4:3 input
     assert odd.size == (448, 576) and odd.resized == (403, 576) and odd.pads == (22, 23, 0, 0)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..settings import PRECISIONS
 
 # /proc/cpuinfo flags of each feature torch.cpu reports (what torch checks, read without importing torch).
-_CPU_FLAGS = {"amx_tile": ("amx_tile",), "bf16": ("avx512_bf16", "amx_bf16")}
+_CPU_FLAGS = {"amx_tile": ("amx_tile",), "bf16": ("avx512_bf16", "amx_bf16"), "vnni": ("avx512_vnni", "avx_vnni")}
 
 
 def cpu_supports(feature: str) -> bool:
@@ -42,22 +42,26 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_precision(precision: str) -> str:
-    """What 'auto' means on this machine (measured on 2-core x86 CPUs, see docs/performance.md):
+def resolve_precision(precision: str, role: str = "classifier") -> str:
+    """What 'auto' means on this machine for a classifier or a segmenter (measured on 2-core x86 CPUs, see
+    docs/performance.md):
 
     - AMX (bf16 matrix tiles): bf16, every model on its OpenVINO copy compiled at bf16.
-    - otherwise: fp32, every model on its f32 OpenVINO copy (``classifiers.openvino_kind``). Without AMX bf16 is
-      slower than f32; the classifiers' int8 linear layers ran no faster than their f32 copies with VNNI and fell
-      outside the accuracy rule with the release of run 14, and the static int8 segmenters fell outside it too.
+    - VNNI without AMX (AMD EPYC Zen 4, Ice Lake): the segmenters int8 (the release's own int8 copies, quantized
+      with accuracy control and judged against fp32 on held-out photos; a segmenter without one runs its f32
+      copy), the classifiers fp32 (their int8 copies ran no faster with VNNI and fell outside the accuracy rule).
+    - otherwise: fp32, every model on its f32 OpenVINO copy (``classifiers.openvino_kind``); without VNNI int8
+      arithmetic saturates and bf16 is slower than f32.
 
-    The segmenters run their f32 copies except under bf16: the static int8 copy is opt-in (``Segmenter``). Each
-    fast precision is judged against fp32 by accuracy on held-out photos (``python -m bench``), per CPU make.
+    Each fast precision is judged against fp32 by accuracy on held-out photos (``python -m bench``), per CPU make.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "auto":
         return precision
-    return "bf16" if cpu_supports("amx_tile") else "fp32"
+    if cpu_supports("amx_tile"):
+        return "bf16"
+    return "int8" if role == "segmenter" and cpu_supports("vnni") else "fp32"
 
 
 def for_inference(model, precision: str):

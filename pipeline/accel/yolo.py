@@ -1,9 +1,12 @@
-"""Ultralytics segmenters in their fast form: an OpenVINO copy (f32, or static int8 when calibration photos are
-given), exported once into the cache; each step that fails falls back to the previous one with a warning."""
+"""Ultralytics segmenters in their fast form: an OpenVINO copy (f32, the int8 copy shipped beside the weights, or
+static int8 when calibration photos are given), exported once into the cache; each step that fails falls back to the
+previous one with a warning."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -58,6 +61,33 @@ def cached_openvino(weights: Path, precision: str, calibration: tuple[Path, int]
         return OpenVINOSegmenter.load(final, precision_hint(precision))
     except Exception as exc:
         logger.warning("cached OpenVINO copy %s does not load (%s)", final.name, one_line(exc))
+        return None
+
+
+SHIPPED_INT8_SUFFIX = "_int8_openvino_model"  # beside the weights: <stem>_int8_openvino_model/, Ultralytics' name
+SHIPPED_INT8_RECORD = "int8.json"  # in it: the sha256 of the weights it was quantized from, how it was judged
+
+
+def shipped_int8_folder(weights: Path) -> Path:
+    return weights.parent / f"{weights.stem}{SHIPPED_INT8_SUFFIX}"
+
+
+def shipped_int8(weights: Path) -> OpenVINOSegmenter | None:
+    """The int8 copy a release ships beside its weights (``train.release_int8``: quantized with accuracy control,
+    judged against fp32 on held-out photos), when it was made from these very weights; None otherwise (the caller
+    then runs the f32 copy). Loaded without Ultralytics or PyTorch."""
+    folder = shipped_int8_folder(weights)
+    record = folder / SHIPPED_INT8_RECORD
+    if not record.is_file():
+        return None
+    try:
+        made_from = json.loads(record.read_text(encoding="utf-8"))["weights_sha256"]
+        if made_from != hashlib.sha256(weights.read_bytes()).hexdigest():
+            logger.warning("%s was made from other weights than %s; using the f32 copy", folder.name, weights.name)
+            return None
+        return OpenVINOSegmenter.load(folder, "f32")  # int8 layers run int8; the rest as exported, in f32
+    except Exception as exc:
+        logger.warning("shipped int8 copy %s does not load (%s); using the f32 copy", folder.name, one_line(exc))
         return None
 
 

@@ -1,0 +1,126 @@
+"""Issue 25: the int8 segmenter copies a release ships beside its weights (``train.release_int8``), which ``auto``
+runs on a CPU with VNNI and no AMX: used there, and only there, and only when made from these very weights."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import testing
+from pipeline.accel import precision
+from pipeline.settings import ModelRef
+
+pytest.importorskip("nncf", reason="NNCF quantises the segmenter")
+CPUS = {
+    "vnni": {"amx_tile": False, "vnni": True, "bf16": True},  # AMD EPYC Zen 4, Ice Lake
+    "amx": {"amx_tile": True, "vnni": True, "bf16": True},  # Sapphire Rapids
+    "neither": {"amx_tile": False, "vnni": False, "bf16": False},  # Xeons before Cascade Lake
+}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """This module's OpenVINO cache: the f32 export the int8 copy is made from serves the f32 fallbacks too."""
+    return tmp_path_factory.mktemp("int8-cache")
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory, seg_model, cache) -> Path:
+    """A release-like folder: the tiny segmenter's weights and its int8 copy beside them (calibrated on 4 photos),
+    made by the release's own tool."""
+    from train import release_int8
+
+    folder = tmp_path_factory.mktemp("release") / "damage-segmenter"
+    folder.mkdir()
+    weights = shutil.copyfile(seg_model, folder / "model.pt")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CAR_DAMAGE_CACHE", str(cache))
+        exported = release_int8.f32_export(weights)
+        photos = [testing.photo(200, 150, seed=70 + s) for s in range(4)]
+        files = []
+        for i, photo in enumerate(photos):
+            files.append(folder.parent / f"{i}.jpg")
+            photo.save(files[-1])
+        quantized = release_int8.quantize(exported, release_int8.network_inputs(files, 320))
+        release_int8.write_copy(quantized, exported, weights, {"calibration_photos": 4})
+    return weights
+
+
+def _segmenter(weights: Path, cpu: str, monkeypatch, cache: Path, precision_name: str = "auto"):
+    from pipeline.hub import clear_cache
+    from pipeline.segment import Segmenter
+
+    monkeypatch.setattr(precision, "cpu_supports", lambda name: CPUS[cpu][name])
+    monkeypatch.setenv("CAR_DAMAGE_CACHE", str(cache))
+    clear_cache()
+    return Segmenter(ModelRef(str(weights)), precision_name, image_size=320)
+
+
+def _loaded_shipped(monkeypatch) -> list:
+    """The copies ``shipped_int8`` handed out (a spy on the product's own lookup)."""
+    from pipeline import segment
+
+    handed, real = [], segment.shipped_int8
+    monkeypatch.setattr(segment, "shipped_int8", lambda weights: handed.append(real(weights)) or handed[-1])
+    return handed
+
+
+def test_auto_on_a_vnni_cpu_without_amx_runs_the_shipped_int8_copy(shipped, monkeypatch, cache):
+    handed = _loaded_shipped(monkeypatch)
+    segmenter = _segmenter(shipped, "vnni", monkeypatch, cache)
+    assert segmenter.variant == "openvino:int8"
+    model = segmenter.model
+    assert handed and handed[0] is model  # the shipped copy, not one built here
+    assert "FakeQuantize" in next(shipped.parent.glob("*_int8_openvino_model/*.xml")).read_text()
+    photo = testing.photo(160, 120, seed=3)
+    from pipeline.decode import load_photo
+
+    (found,) = segmenter.detect([load_photo(photo)], conf=0.05)
+    assert found and all(d.mask.shape == (120, 160) and d.label in {"dent", "scratch"} for d in found)
+
+
+@pytest.mark.parametrize("cpu", ["amx", "neither"])
+def test_other_cpus_leave_the_int8_copy_alone(shipped, monkeypatch, cache, cpu):
+    """With AMX bf16 runs faster within the accuracy rule; without VNNI int8 arithmetic saturates: f32 copies."""
+    handed = _loaded_shipped(monkeypatch)
+    segmenter = _segmenter(shipped, cpu, monkeypatch, cache)
+    assert segmenter.variant == f"openvino:{'bf16' if cpu == 'amx' else 'fp32'}"
+    assert segmenter.model is not None and not handed
+    assert precision.resolve_precision("auto") == ("bf16" if cpu == "amx" else "fp32")  # classifiers
+
+
+def test_classifiers_stay_f32_where_segmenters_run_int8(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_supports", lambda name: CPUS["vnni"][name])
+    assert precision.resolve_precision("auto", "segmenter") == "int8"
+    assert precision.resolve_precision("auto") == "fp32"  # their int8 copies ran no faster and fell outside
+
+
+def test_a_copy_made_from_other_weights_is_not_used(shipped, monkeypatch, cache, tmp_path, caplog):
+    """Weights replaced after the copy was made (a new release, a user's own model in the folder): f32 copy."""
+    import json
+
+    folder = tmp_path / "release" / "damage-segmenter"
+    shutil.copytree(shipped.parent, folder)
+    record = next(folder.glob("*_int8_openvino_model/int8.json"))
+    record.write_text(json.dumps(json.loads(record.read_text()) | {"weights_sha256": "0" * 64}))
+    handed = _loaded_shipped(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="pipeline"):
+        segmenter = _segmenter(folder / "model.pt", "vnni", monkeypatch, cache)
+        assert segmenter.model is not None
+    assert handed == [None]
+    assert any("made from other weights" in r.getMessage() for r in caplog.records)
+
+
+def test_int8_asked_by_name_takes_the_shipped_copy_and_calibration_photos_take_precedence(
+    shipped, monkeypatch, cache, tmp_path
+):
+    handed = _loaded_shipped(monkeypatch)
+    segmenter = _segmenter(shipped, "amx", monkeypatch, cache, "int8")
+    assert segmenter.model is handed[0] is not None
+    from pipeline.segment import Segmenter
+
+    calibrated = Segmenter(ModelRef(str(shipped)), "int8", calibration=tmp_path, image_size=320)
+    assert calibrated.variant.endswith(f"{tmp_path}@320")  # the user's own calibration: a copy built for it
