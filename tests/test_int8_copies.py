@@ -124,3 +124,18 @@ def test_int8_asked_by_name_takes_the_shipped_copy_and_calibration_photos_take_p
 
     calibrated = Segmenter(ModelRef(str(shipped)), "int8", calibration=tmp_path, image_size=320)
     assert calibrated.variant.endswith(f"{tmp_path}@320")  # the user's own calibration: a copy built for it
+
+
+def test_the_model_card_names_every_set_the_int8_copy_saw_once(tmp_path):
+    from train.release_int8 import CALIBRATION_MIX, CARD_HEADING, write_card_section
+    from train.release_models import DATASETS
+
+    card = tmp_path / "README.md"
+    card.write_text("# Damage segmenter\n")
+    record = {"kept_f32": "the stem", "calibration_photos": 62, "image_size": 576}
+    for _ in range(2):  # a release rewrites it: one section, not two
+        write_card_section(card, record | {"validation_mask_map50": {"photos": 159, "f32": 0.55, "int8": 0.54}})
+    text = card.read_text()
+    assert text.count(CARD_HEADING) == 1 and text.startswith("# Damage segmenter")
+    assert all(f"| {DATASETS[key].name} | {DATASETS[key].licence} |" in text for key in CALIBRATION_MIX)
+    assert "f32 0.55, int8 0.54" in text

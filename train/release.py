@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from train.release_cards import write_cards
+from train.release_int8 import refresh_int8_copies
 from train.release_models import (
     EVALUATION_FILE,
     HELD_OUT_FILE,
@@ -165,6 +166,9 @@ class ReleaseArguments:
     evaluation: str | None = field(default=None, metadata={"help": "train.release_eval's JSON, for the cards"})
     curve: str | None = field(default="docs/training.md", metadata={"help": "the learning curve to append to"})
     force: bool = field(default=False, metadata={"help": "replace the release even if the figures are not better"})
+    int8_shared: str | None = field(
+        default=None, metadata={"help": "../shared: after a refresh, make the segmenters' int8 copies (release_int8)"}
+    )
 
 
 def release_score(evaluation: dict) -> float | None:
@@ -195,6 +199,7 @@ def package(args: ReleaseArguments) -> Path:
         copy_release(build, out)
         shipped.write_text(json.dumps(evaluation, indent=1, default=float) + "\n", encoding="utf-8")
     write_cards(out, state, evaluation if refresh else previous)
+    refresh_int8_copies(out, args.int8_shared if refresh else None)
     return out / PROFILE_FILE
 
 

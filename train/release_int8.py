@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.accel.yolo import SHIPPED_INT8_RECORD, SHIPPED_INT8_SUFFIX, shipped_int8_folder
 from train.common import offline_env
 from train.release_eval import held_out_photos, split_from
 from train.release_masks import map50
@@ -172,8 +173,6 @@ def write_copy(quantized, exported: Path, weights: Path, record: dict) -> Path:
     """``<stem>_int8_openvino_model/`` beside the weights: the IR, Ultralytics' metadata, int8.json."""
     import openvino as ov
 
-    from pipeline.accel.yolo import SHIPPED_INT8_RECORD, shipped_int8_folder
-
     folder = shipped_int8_folder(weights)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
@@ -226,6 +225,16 @@ def _validated(shared: Path, models: Path, held_out: set[Path], exported: Path, 
     return figures | {"photos": len(samples)}
 
 
+def refresh_int8_copies(models: Path, shared: str | None) -> None:
+    """After ``train.release``: new int8 copies when ``shared`` is given (a replaced segmenter's copy went with its
+    folder), and each card's int8 section again from the copy it has (the cards were rewritten)."""
+    if shared is not None:
+        build_int8(Int8Arguments(shared=shared, models=str(models)))
+        return
+    for record in models.glob(f"*/*{SHIPPED_INT8_SUFFIX}/{SHIPPED_INT8_RECORD}"):
+        write_card_section(record.parent.parent / "README.md", json.loads(record.read_text(encoding="utf-8")))
+
+
 CARD_HEADING = "## int8 copy (CPUs with VNNI and no AMX)"
 
 
@@ -237,11 +246,13 @@ def write_card_section(card: Path, record: dict) -> None:
     if not card.is_file():
         return
     text = card.read_text(encoding="utf-8").split(CARD_HEADING)[0].rstrip() + "\n\n"
-    lines = [CARD_HEADING, "", f"`{shipped_name(card)}`: what `auto` runs on a CPU with VNNI and no AMX (AMD EPYC "
-             "Zen 4, Ice Lake); made by `python -m train.release_int8`. NNCF static int8 (preset mixed), kept in "
-             f"f32: {record['kept_f32']}. Calibrated on {record['calibration_photos']} training photos, none held out:",
-             "", "| set | licence as the source states it | share of the calibration photos |",
-             "|---|---|---|"]  # fmt: skip
+    intro = (
+        f"`model{SHIPPED_INT8_SUFFIX}/`: what `auto` runs on a CPU with VNNI and no AMX (AMD EPYC Zen 4, Ice Lake); "
+        "made by `python -m train.release_int8`. NNCF static int8 (preset mixed), kept in f32: "
+        f"{record['kept_f32']}. Calibrated on {record['calibration_photos']} training photos, none held out:"
+    )
+    lines = [CARD_HEADING, "", intro, "", "| set | licence as the source states it | share of the calibration photos |"]
+    lines.append("|---|---|---|")
     lines += [f"| {DATASETS[k].name} | {DATASETS[k].licence} | {share:.0%} |" for k, share in CALIBRATION_MIX.items()]
     validation = record.get("validation_mask_map50")
     if validation:
@@ -250,12 +261,6 @@ def write_card_section(card: Path, record: dict) -> None:
                   f"{validation['f32']}, int8 {validation['int8']}. Judged end to end against fp32 by `python -m "
                   "bench` (docs/performance.md)."]  # fmt: skip
     card.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
-
-
-def shipped_name(card: Path) -> str:
-    from pipeline.accel.yolo import SHIPPED_INT8_SUFFIX
-
-    return f"model{SHIPPED_INT8_SUFFIX}/"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
