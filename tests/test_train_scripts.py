@@ -148,7 +148,11 @@ def test_build_data_from_shared(shared_dir: Path, shared_split, tmp_path: Path) 
     from train.build_profile import BuildArguments, prepare_all
 
     shutil.copyfile(shared_split[1], tmp_path / "phash-cache.json")  # the session's pHashes: where the build keeps them
-    data = prepare_all(BuildArguments(shared=str(shared_dir), seg_backgrounds=9), shared_dir, tmp_path)
+    # seg_imgsz 0: the segmenter's training photos linked as they are, not resized (the resizing has its own tests:
+    # test_resized_copy_scales_the_polygons, test_train_release's build): ~15 s less, and every one of them a link
+    # this test follows back to its source (a resized copy is a new file the check below cannot trace).
+    arguments = BuildArguments(shared=str(shared_dir), seg_backgrounds=9, seg_imgsz=0)
+    data = prepare_all(arguments, shared_dir, tmp_path)
     split = data["split"]
     # Every path resolved, the split's too: the copies link to resolved paths (../shared may be a link itself).
     groups = {p.resolve(): group for p, group in split.groups.items()}
