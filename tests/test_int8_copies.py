@@ -22,9 +22,13 @@ CPUS = {
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    """This module's OpenVINO cache: the f32 export the int8 copy is made from serves the f32 fallbacks too."""
-    return tmp_path_factory.mktemp("int8-cache")
+def cache() -> Path:
+    """The session's OpenVINO cache (conftest): the f32 export the int8 copy is made from, which serves the f32
+    fallbacks too, is then the one other modules' tests made of the same tiny segmenter (~5 s less), or made here
+    when this module runs first. The copies built here have keys of their own (calibration photos in tmp_path)."""
+    import os
+
+    return Path(os.environ["CAR_DAMAGE_CACHE"])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def shipped(tmp_path_factory, seg_model, cache) -> Path:
 
     folder = tmp_path_factory.mktemp("release") / "damage-segmenter"
     folder.mkdir()
-    weights = shutil.copyfile(seg_model, folder / "model.pt")
+    weights = shutil.copyfile(seg_model, folder / seg_model.name)  # its name: the key of the session's f32 export
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CAR_DAMAGE_CACHE", str(cache))
         exported = release_int8.f32_export(weights)
@@ -108,7 +112,7 @@ def test_a_copy_made_from_other_weights_is_not_used(shipped, monkeypatch, cache,
     record.write_text(json.dumps(json.loads(record.read_text()) | {"weights_sha256": "0" * 64}))
     handed = _loaded_shipped(monkeypatch)
     with caplog.at_level(logging.WARNING, logger="pipeline"):
-        segmenter = _segmenter(folder / "model.pt", "vnni", monkeypatch, cache)
+        segmenter = _segmenter(folder / shipped.name, "vnni", monkeypatch, cache)
         assert segmenter.model is not None
     assert handed == [None]
     assert any("made from other weights" in r.getMessage() for r in caplog.records)
