@@ -55,8 +55,8 @@ def test_verdict_metrics() -> None:
     assert metrics["verdict_accuracy"] == pytest.approx(4 / 6)
 
 
-def test_classifier_on_a_folder_with_report(tmp_path: Path) -> None:
-    model = testing.vit_classifier(tmp_path / "model", ["whole", "damaged"], favour="damaged")
+def test_classifier_on_a_folder_with_report(tmp_path: Path, damage_yes: Path) -> None:
+    model = damage_yes  # the session's whole/damaged model favouring "damaged": its OpenVINO copy is made once
     for i in range(3):
         folder = tmp_path / "data" / "damaged"
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,9 +68,9 @@ def test_classifier_on_a_folder_with_report(tmp_path: Path) -> None:
     assert json_path.exists() and "balanced_accuracy" in card.read_text()
 
 
-def test_photos_the_product_refuses_are_left_out(tmp_path: Path) -> None:
+def test_photos_the_product_refuses_are_left_out(tmp_path: Path, damage_yes: Path) -> None:
     """The product's decode reads the photos: one it refuses (not an image) counts in no figure, and is counted."""
-    model = testing.vit_classifier(tmp_path / "model", ["whole", "damaged"], favour="damaged")
+    model = damage_yes  # the session's whole/damaged model favouring "damaged": its OpenVINO copy is made once
     folder = tmp_path / "data" / "damaged"
     folder.mkdir(parents=True)
     for i in range(2):
@@ -97,8 +97,8 @@ def test_severity_grades_are_the_products(tmp_path: Path) -> None:
     assert metrics["damage_found"] == 1.0 and metrics["graded_when_damage_found"] == 1.0
 
 
-def test_imagenet_style_car_check(tmp_path: Path) -> None:
-    model = testing.vit_classifier(tmp_path / "m", testing.IMAGENET_STYLE_LABELS, favour="sports car")
+def test_imagenet_style_car_check(tmp_path: Path, car_imagenet_yes: Path) -> None:
+    model = car_imagenet_yes  # the session's ImageNet-style model favouring "sports car": its copy is made once
     for label in ("car", "not_car"):
         (tmp_path / "d" / label).mkdir(parents=True)
         testing.photo(40, 40, seed=3).save(tmp_path / "d" / label / "x.jpg")
