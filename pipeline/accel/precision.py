@@ -47,9 +47,9 @@ def resolve_precision(precision: str, role: str = "classifier") -> str:
     docs/performance.md):
 
     - AMX (bf16 matrix tiles): bf16, every model on its OpenVINO copy compiled at bf16.
-    - VNNI without AMX (AMD EPYC Zen 4, Ice Lake): the segmenters int8 (the release's own int8 copies, quantized
-      with accuracy control and judged against fp32 on held-out photos; a segmenter without one runs its f32
-      copy), the classifiers fp32 (their int8 copies ran no faster with VNNI and fell outside the accuracy rule).
+    - VNNI without AMX (AMD EPYC Zen 4, Ice Lake): the segmenters int8 (the int8 copies a release ships beside
+      its weights, judged against fp32 on held-out photos; a segmenter without one runs its f32 copy), the
+      classifiers fp32 (their int8 copies ran no faster than f32 with VNNI).
     - otherwise: fp32, every model on its f32 OpenVINO copy (``classifiers.openvino_kind``); without VNNI int8
       arithmetic saturates and bf16 is slower than f32.
 

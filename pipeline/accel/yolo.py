@@ -73,9 +73,9 @@ def shipped_int8_folder(weights: Path) -> Path:
 
 
 def shipped_int8(weights: Path) -> OpenVINOSegmenter | None:
-    """The int8 copy a release ships beside its weights (``train.release_int8``: quantized with accuracy control,
-    judged against fp32 on held-out photos), when it was made from these very weights; None otherwise (the caller
-    then runs the f32 copy). Loaded without Ultralytics or PyTorch."""
+    """The int8 copy a release ships beside its weights (``train.release_int8``: its most sensitive layers kept
+    f32, judged against fp32 on held-out photos), when it was made from these very weights; None otherwise (the
+    caller then runs the f32 copy). Loaded without Ultralytics or PyTorch."""
     folder = shipped_int8_folder(weights)
     record = folder / SHIPPED_INT8_RECORD
     if not record.is_file():
