@@ -15,7 +15,6 @@ judges the copies end to end against fp32 (``python -m bench``).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -73,24 +72,6 @@ def validation_samples(shared: Path, models: Path, held_out: set[Path]) -> list:
     lensor = [p.sample for p in held_out_photos(shared, split, 10**6)["lensor"] if p.path not in benched]
     nmpd = [s for source in ("nm", "pd") for s in read_damage_polygons(shared, source) if Path(s.image) not in held_out]
     return lensor + nmpd
-
-
-def mask_map50_fn(samples: list, names: dict[int, str], image_size: int):
-    """(mAP50 of the photos asked for, each photo's own mAP50), NNCF's validation function's form."""
-    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
-    from pipeline.decode import load_photo
-
-    photos = [load_photo(sample.image) for sample in samples]
-    truth = [_truth(sample, photo, i + 1) for i, (sample, photo) in enumerate(zip(samples, photos))]
-
-    def validate(compiled, indices) -> tuple[float, list[float]]:
-        runner, picked = OpenVINOSegmenter(compiled, names, 32), [int(i) for i in indices]
-        found = {i: _found(runner, photos[i], i + 1, image_size) for i in picked}
-        overall = map50(_coco([truth[i] for i in picked]), [f for i in picked for f in found[i]]) or 0.0
-        each = [map50(_coco([truth[i]]), found[i]) or 0.0 for i in picked] if len(picked) > 1 else [overall]
-        return overall, each
-
-    return validate
 
 
 def _truth(sample, photo, image_id: int) -> tuple[dict, list[dict]]:
@@ -156,16 +137,19 @@ def stem_scope(model) -> list[str]:
     return [name for name in names if name.startswith((f"{root}.0.", f"{root}.1."))]
 
 
-def validation_figures(samples: list, names: dict[int, str], image_size: int, copies: dict[str, Path]) -> dict:
-    """Mask mAP50 of each copy on the validation photos."""
-    import openvino as ov
+def validation_figures(samples: list, image_size: int, copies: dict[str, Path]) -> dict:
+    """Class-agnostic mask mAP50 of each copy on the validation photos, each run by the product's OpenVINO runner
+    (``OpenVINOSegmenter.load``) at the serving size; the photos decoded once for all copies."""
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.decode import load_photo
 
-    validate, every = mask_map50_fn(samples, names, image_size), range(len(samples))
-    core = ov.Core()
+    photos = [load_photo(sample.image) for sample in samples]
+    truth = _coco([_truth(sample, photo, i + 1) for i, (sample, photo) in enumerate(zip(samples, photos))])
     figures = {}
     for name, folder in copies.items():
-        compiled = core.compile_model(str(next(folder.glob("*.xml"))), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        figures[name] = round(validate(compiled, every)[0], 4)
+        runner = OpenVINOSegmenter.load(folder, "f32")
+        found = [f for i, photo in enumerate(photos) for f in _found(runner, photo, i + 1, image_size)]
+        figures[name] = round(map50(truth, found) or 0.0, 4)
     return figures
 
 
@@ -178,9 +162,16 @@ def write_copy(quantized, exported: Path, weights: Path, record: dict) -> Path:
     folder.mkdir()
     ov.save_model(quantized, folder / "model.xml", compress_to_fp16=False)
     shutil.copyfile(exported / "metadata.yaml", folder / "metadata.yaml")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    (folder / SHIPPED_INT8_RECORD).write_text(json.dumps({"weights_sha256": digest} | record, indent=1) + "\n")
+    write_record(folder, weights, record)
     return folder
+
+
+def write_record(folder: Path, weights: Path, record: dict) -> None:
+    """int8.json: the sha256 of the weights the copy was made from (what the product checks), and the record."""
+    from pipeline.hub import file_sha256
+
+    document = {"weights_sha256": file_sha256(weights)} | record
+    (folder / SHIPPED_INT8_RECORD).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
 
 
 def f32_export(weights: Path) -> Path:
@@ -210,19 +201,15 @@ def build_int8(args: Int8Arguments) -> dict:
         folder = write_copy(quantized, exported, weights, record | judged)
         if role == "segmenter":
             judged["validation_mask_map50"] = _validated(shared, models, held_out, exported, folder, size)
-            write_copy(quantized, exported, weights, record | judged)
+            write_record(folder, weights, record | judged)
         figures[role] = {"copy": str(folder), **judged}
         write_card_section(weights.parent / "README.md", record | judged)
     return figures
 
 
 def _validated(shared: Path, models: Path, held_out: set[Path], exported: Path, copy: Path, size: int) -> dict:
-    import yaml
-
-    names = yaml.safe_load((exported / "metadata.yaml").read_text())["names"]
     samples = validation_samples(shared, models, held_out)
-    figures = validation_figures(samples, {int(k): v for k, v in names.items()}, size, {"f32": exported, "int8": copy})
-    return figures | {"photos": len(samples)}
+    return validation_figures(samples, size, {"f32": exported, "int8": copy}) | {"photos": len(samples)}
 
 
 def refresh_int8_copies(models: Path, shared: str | None) -> None:
