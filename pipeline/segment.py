@@ -16,7 +16,7 @@ from .accel import choose_backend, import_yolo, on_openvino, quiet_ultralytics, 
 from .accel.yolo import cached_openvino, shipped_int8
 from .accel.yolo_runtime import Instances, OpenVINOSegmenter
 from .decode import Photo
-from .hub import Stage, load_error, resolve_file
+from .hub import Stage, file_sha256, load_error, resolve_file
 from .results import Detection, MaskCrop
 from .settings import ModelRef
 
@@ -63,7 +63,8 @@ class Segmenter(Stage):
         on_copy = self.backend == "openvino" and path.suffix == ".pt"
         calibration = (self.calibration, self.image_size) if self._calibrated() else None
         if on_copy and self.resolved == "int8" and calibration is None:
-            shipped = shipped_int8(path)
+            # resolve_file has checked the digest a reference names: hashed again only when it names none
+            shipped = shipped_int8(path, self.ref.sha256 or file_sha256(path))
             if shipped is not None:
                 return self._warmed(shipped)
         if on_copy:

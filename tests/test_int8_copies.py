@@ -53,14 +53,14 @@ def shipped(tmp_path_factory, seg_model, cache) -> Path:
     return weights
 
 
-def _segmenter(weights: Path, cpu: str, monkeypatch, cache: Path, precision_name: str = "auto"):
+def _segmenter(weights: Path, cpu: str, monkeypatch, cache: Path, precision_name: str = "auto", sha256=None):
     from pipeline.hub import clear_cache
     from pipeline.segment import Segmenter
 
     monkeypatch.setattr(precision, "cpu_supports", lambda name: CPUS[cpu][name])
     monkeypatch.setenv("CAR_DAMAGE_CACHE", str(cache))
     clear_cache()
-    return Segmenter(ModelRef(str(weights)), precision_name, image_size=320)
+    return Segmenter(ModelRef(str(weights), sha256=sha256), precision_name, image_size=320)
 
 
 def _loaded_shipped(monkeypatch) -> list:
@@ -68,7 +68,7 @@ def _loaded_shipped(monkeypatch) -> list:
     from pipeline import segment
 
     handed, real = [], segment.shipped_int8
-    monkeypatch.setattr(segment, "shipped_int8", lambda weights: handed.append(real(weights)) or handed[-1])
+    monkeypatch.setattr(segment, "shipped_int8", lambda *args: handed.append(real(*args)) or handed[-1])
     return handed
 
 
@@ -94,6 +94,15 @@ def test_other_cpus_leave_the_int8_copy_alone(shipped, monkeypatch, cache, cpu):
     assert segmenter.variant == f"openvino:{'bf16' if cpu == 'amx' else 'fp32'}"
     assert segmenter.model is not None and not handed
     assert precision.resolve_precision("auto") == ("bf16" if cpu == "amx" else "fp32")  # classifiers
+
+
+def test_a_reference_naming_the_weights_digest_takes_the_shipped_copy(shipped, monkeypatch, cache):
+    """As the release's profile names its weights (sha256 checked at load, then not hashed again for the copy)."""
+    from pipeline.hub import file_sha256
+
+    handed = _loaded_shipped(monkeypatch)
+    segmenter = _segmenter(shipped, "vnni", monkeypatch, cache, sha256=file_sha256(shipped))
+    assert segmenter.model is handed[0] is not None
 
 
 def test_classifiers_stay_f32_where_segmenters_run_int8(monkeypatch):

@@ -420,7 +420,7 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
 
     features = {"amx_tile": False, "vnni": True}
     monkeypatch.setattr(models, "cpu_supports", lambda name: features[name])
-    assert models.resolve_precision("auto") == "fp32"  # bf16 is slower without AMX; int8 judged out
+    assert models.resolve_precision("auto") == "fp32"  # classifiers: bf16 slower without AMX, int8 no faster
     features["amx_tile"] = True
     assert models.resolve_precision("auto") == "bf16"
     features.update(amx_tile=False, vnni=False)

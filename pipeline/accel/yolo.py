@@ -5,7 +5,6 @@ previous one with a warning."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -72,17 +71,17 @@ def shipped_int8_folder(weights: Path) -> Path:
     return weights.parent / f"{weights.stem}{SHIPPED_INT8_SUFFIX}"
 
 
-def shipped_int8(weights: Path) -> OpenVINOSegmenter | None:
+def shipped_int8(weights: Path, weights_sha256: str) -> OpenVINOSegmenter | None:
     """The int8 copy a release ships beside its weights (``train.release_int8``: its most sensitive layers kept
-    f32, judged against fp32 on held-out photos), when it was made from these very weights; None otherwise (the
-    caller then runs the f32 copy). Loaded without Ultralytics or PyTorch."""
+    f32, judged against fp32 on held-out photos), when it was made from these very weights (``weights_sha256``,
+    the digest the caller has checked or computed); None otherwise (the caller then runs the f32 copy). Loaded
+    without Ultralytics or PyTorch."""
     folder = shipped_int8_folder(weights)
     record = folder / SHIPPED_INT8_RECORD
     if not record.is_file():
         return None
     try:
-        made_from = json.loads(record.read_text(encoding="utf-8"))["weights_sha256"]
-        if made_from != hashlib.sha256(weights.read_bytes()).hexdigest():
+        if json.loads(record.read_text(encoding="utf-8"))["weights_sha256"] != weights_sha256:
             logger.warning("%s was made from other weights than %s; using the f32 copy", folder.name, weights.name)
             return None
         return OpenVINOSegmenter.load(folder, "f32")  # int8 layers run int8; the rest as exported, in f32
