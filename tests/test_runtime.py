@@ -258,6 +258,43 @@ def test_two_threads_share_the_openvino_copies(settings_factory, car_imagenet_ra
     clear_cache()
 
 
+RELEASE_AFTER_BATCH = """
+import sys
+from pathlib import Path
+from pipeline import testing
+from pipeline.accel.yolo import cached_openvino
+photos = [testing.photo(120 + 20 * i, 90, seed=i) for i in range(4)]
+for _ in range(int(sys.argv[2])):
+    copy = cached_openvino(Path(sys.argv[1]), "f32")
+    if copy.streams is None:
+        sys.exit(3)  # one core: no throughput copy to release
+    copy.predict_many(photos, 0.05, 0.5, 128, 10)
+    del copy  # released right after its batch
+"""
+
+
+def test_a_copy_released_right_after_a_batch_never_hangs(settings_factory, varied_seg_model):
+    """Releasing a segmenter's compiled copies right after a batch on its streams (``clear_cache`` between tests,
+    profiles or the bench's precisions) deadlocked within ~20 tries: a stream thread still wanted the interpreter's
+    lock, held by the destructor that joined it. Forty tries in a process of its own, with a deadline."""
+    from pipeline.accel.yolo_runtime import OpenVINOSegmenter
+    from pipeline.analyze import stages_for
+
+    settings = settings_factory(seg=varied_seg_model).with_models(seg_backend="openvino")
+    assert isinstance(stages_for(settings.models).segmenter.model, OpenVINOSegmenter)  # the export, in the cache
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", RELEASE_AFTER_BATCH, str(varied_seg_model), "40"],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("releasing an OpenVINO copy right after a batch hung")
+    if done.returncode == 3:
+        pytest.skip("one core: the segmenter has no throughput copy")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 def _answer(analysis) -> tuple:
     return (
         round(analysis.car.score, 5),

@@ -240,27 +240,29 @@ class OpenVINOSegmenter:
 
     def _streamed(self, inputs: Iterable[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(predictions, prototypes) of each input, the inputs spread over the throughput copy's streams; an input
-        may be made while the ones before it run. Each is read where it lies, so all are kept until every request
-        is done. (Finishing each result in the requests' callbacks was slower: docs/performance.md.)"""
-        import openvino as ov
-
-        outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-        def keep(request, index: int) -> None:  # the request's buffers are reused: copy out
-            predictions, protos = _network_outputs(request)
-            outputs[index] = (predictions[0].copy(), protos[0].copy())
-
+        may be made while the ones before it run, and is read where it lies (kept until its request is done).
+        Requests of our own, read in this thread as each finishes: with AsyncInferQueue's Python callback, a stream
+        thread could still want the interpreter's lock when a compiled copy was released, whose destructor joins
+        that thread with the lock held: a deadlock (docs/performance.md)."""
         with OPENVINO_CALLS:
-            queue = ov.AsyncInferQueue(self.streams, int(self.streams.get_property("NUM_STREAMS")))
-            queue.set_callback(keep)
-            kept = []
+            idle = [self.streams.create_infer_request() for _ in range(int(self.streams.get_property("NUM_STREAMS")))]
+            outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            running: dict[int, tuple[object, np.ndarray]] = {}  # index -> (request, its input), started, not read
             try:
                 for index, network_input in enumerate(inputs):
-                    kept.append(network_input)
-                    queue.start_async({0: network_input}, index, share_inputs=True)
-            finally:  # whatever happened to the next input, the running requests still read theirs
-                queue.wait_all()
-        return [outputs[i] for i in range(len(kept))]
+                    if not idle:  # the first request to finish is read, then runs this input
+                        done = _first_done(running)
+                        request, _ = running.pop(done)
+                        outputs[done] = _finished(request)
+                        idle.append(request)
+                    request = idle.pop()
+                    request.start_async({0: network_input}, share_inputs=True)
+                    running[index] = (request, network_input)
+            finally:  # whatever happened to the next input, the running requests finish reading theirs
+                for request, _ in running.values():
+                    request.wait()
+            outputs |= {index: _finished(request) for index, (request, _) in running.items()}
+            return [outputs[i] for i in range(len(outputs))]
 
     def _instances(
         self, box: Letterbox, prediction, protos, conf: float, iou: float, max_det: int, agnostic: bool = False
@@ -271,6 +273,22 @@ class OpenVINOSegmenter:
         kept, masks = kept[has_pixels], masks[has_pixels]
         boxes = box.boxes_to_source(kept[:, :4].copy())
         return Instances(boxes, kept[:, 4], kept[:, 5].astype(int), masks, box.mask_to_source)
+
+
+def _first_done(running: dict) -> int:
+    """The index of a running request that has finished, waiting (without the interpreter's lock) until one has."""
+    while True:
+        for index, (request, _) in running.items():
+            if request.wait_for(0):
+                return index
+        next(iter(running.values()))[0].wait_for(1)  # the oldest, a millisecond at most
+
+
+def _finished(request) -> tuple[np.ndarray, np.ndarray]:
+    """A throughput request's outputs once it is done, copied out (its buffers are reused)."""
+    request.wait()
+    predictions, protos = _network_outputs(request)
+    return predictions[0].copy(), protos[0].copy()
 
 
 def _network_outputs(request) -> tuple[np.ndarray, np.ndarray]:
