@@ -127,7 +127,7 @@ def _verdict(classifier: Check, found: tuple[Detection, ...] | None, settings: S
         score = 1.0 - (1.0 - score) * (1.0 - best)
     elif settings.damage_rule == "max":
         score = max(score, best)
-    elif settings.damage_rule == "any_mask" and best > 0:
+    elif settings.damage_rule == "any_mask" and best > 0 and best >= settings.thresholds.mask_evidence:
         score = max(score, classifier.threshold)
     if score == classifier.score:
         return classifier

@@ -178,9 +178,13 @@ class Thresholds:
     # A grade less likely than this (among the three) is left out: "damaged, grade unsure" beats a coin toss.
     # The build sets it from its held-out coverage sweep (docs/training.md); not a user control.
     grade: float = 0.0
+    # Rule any_mask: an instance at least this confident makes the car damaged by itself (0: any instance shown).
+    # Apart from the mask threshold, since the release shows faint instances (0.05) that are no verdict; not a user
+    # control, the profile's (docs/training.md).
+    mask_evidence: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("car", "damage", "mask", "iou", "grade"):
+        for name in ("car", "damage", "mask", "iou", "grade", "mask_evidence"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"the {name} threshold must be between 0 and 1, not {value}")
@@ -256,7 +260,7 @@ def _replaced(obj: Any, changes: dict[str, object]) -> Any:
 
 
 _MODEL_SECTIONS = ("car", "damage", "severity", "segmenter", "parts")
-_THRESHOLD_KEYS = ("car", "damage", "mask", "iou", "grade")
+_THRESHOLD_KEYS = ("car", "damage", "mask", "iou", "grade", "mask_evidence")
 _RUNTIME_MODEL_KEYS = {
     "precision": str, "seg_backend": str, "seg_image_size": int, "part_image_size": int,
     "damaged_part_confidence": float, "seg_agnostic_nms": bool,
@@ -284,6 +288,7 @@ def load_profile(path: str | Path) -> Settings:
     damage = 0.5
     mask = 0.25
     always_segment = false
+    mask_evidence = 0.5                  # optional: rule any_mask counts instances this confident (0: any shown)
     [runtime]                            # optional
     precision = "auto"                   # or "fp32", "bf16", "int8"
     seg_backend = "auto"                 # or "torch", "openvino"

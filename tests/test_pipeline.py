@@ -289,6 +289,32 @@ def test_profile_turns_agnostic_nms_on_for_the_damage_segmenter_only(tmp_path, s
     assert not load_profile(tmp_path / "plain.toml").models.seg_agnostic_nms  # Hub models: Ultralytics' default
 
 
+def test_mask_evidence_keeps_faint_masks_out_of_the_verdict(tmp_path):
+    """The release draws instances down to 0.05 but only a confident one (its profile's mask_evidence) makes a car
+    the classifier passed over damaged; a car the classifier calls damaged stays damaged."""
+    from types import SimpleNamespace
+
+    from pipeline.analyze import _verdict
+    from pipeline.results import Check
+
+    (tmp_path / "profile.toml").write_text(
+        '[thresholds]\ndamage = 0.65\nmask = 0.05\nmask_evidence = 0.5\n[runtime]\ndamage_rule = "any_mask"\n'
+    )
+    settings = load_profile(tmp_path / "profile.toml")
+    assert (settings.damage_rule, settings.thresholds.mask_evidence) == ("any_mask", 0.5)
+
+    def damaged(classifier: float, *scores: float) -> bool:
+        found = tuple(SimpleNamespace(score=s) for s in scores)
+        return _verdict(Check(classifier, 0.65), found, settings).positive
+
+    assert not damaged(0.2, 0.06, 0.3, 0.49)  # faint instances: drawn under a damaged verdict, no verdict themselves
+    assert damaged(0.2, 0.06, 0.55) and damaged(0.7) and damaged(0.7, 0.1)
+    anything_shown = settings.with_thresholds(mask_evidence=0.0)  # the rule as before: any instance drawn
+    assert _verdict(Check(0.2, 0.65), (SimpleNamespace(score=0.3),), anything_shown).positive
+    with pytest.raises(ValueError, match="mask_evidence"):
+        settings.with_thresholds(mask_evidence=1.5)
+
+
 def test_calibration_photos_from_profile_or_env(tmp_path, monkeypatch):
     (tmp_path / "profile.toml").write_text('[runtime]\nprecision = "int8"\ncalibration_photos = "photos"\n')
     settings = load_profile(tmp_path / "profile.toml")
