@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.accel.yolo import SHIPPED_INT8_RECORD, SHIPPED_INT8_SUFFIX, shipped_int8_folder
 from train.common import offline_env
 from train.release_eval import held_out_photos, split_from
-from train.release_masks import map50
+from train.release_masks import map50, polygon_coco
 from train.sources import read_damage_polygons
 
 # Calibration photos: share of each source (training photos only), like the uploads the Space sees.
@@ -72,28 +72,6 @@ def validation_samples(shared: Path, models: Path, held_out: set[Path]) -> list:
     lensor = [p.sample for p in held_out_photos(shared, split, 10**6)["lensor"] if p.path not in benched]
     nmpd = [s for source in ("nm", "pd") for s in read_damage_polygons(shared, source) if Path(s.image) not in held_out]
     return lensor + nmpd
-
-
-def _truth(sample, photo, image_id: int) -> tuple[dict, list[dict]]:
-    """One photo's polygons at the working copy's size, as RLE annotations."""
-    from pycocotools import mask as mask_utils
-
-    (width, height), (sx, sy) = photo.image.size, photo.scale
-    annotations = []
-    for _label, polygon in sample.polygons:
-        points = (np.asarray(polygon, dtype=float).reshape(-1, 2) / [sx, sy]).reshape(-1).tolist()
-        if len(points) >= 6:
-            rle = mask_utils.merge(mask_utils.frPyObjects([points], height, width))
-            box = mask_utils.toBbox(rle).tolist()
-            annotations.append({"image_id": image_id, "category_id": 1, "segmentation": rle, "iscrowd": 0,
-                                "area": float(mask_utils.area(rle)), "bbox": box})  # fmt: skip
-    return {"id": image_id, "width": width, "height": height}, annotations
-
-
-def _coco(truths: list[tuple[dict, list[dict]]]) -> dict:
-    annotations = [a | {"id": k + 1} for k, a in enumerate(a for _, found in truths for a in found)]
-    return {"images": [image for image, _ in truths], "annotations": annotations,
-            "categories": [{"id": 1, "name": "damage"}]}  # fmt: skip
 
 
 def _found(runner, photo, image_id: int, image_size: int) -> list[dict]:
@@ -144,7 +122,10 @@ def validation_figures(samples: list, image_size: int, copies: dict[str, Path]) 
     from pipeline.decode import load_photo
 
     photos = [load_photo(sample.image) for sample in samples]
-    truth = _coco([_truth(sample, photo, i + 1) for i, (sample, photo) in enumerate(zip(samples, photos))])
+    truth = polygon_coco([  # the polygons at each working copy's size
+        (i + 1, sample.polygons, photo.image.height, photo.image.width, photo.scale)
+        for i, (sample, photo) in enumerate(zip(samples, photos))
+    ])  # fmt: skip
     figures = {}
     for name, folder in copies.items():
         runner = OpenVINOSegmenter.load(folder, "f32")

@@ -26,15 +26,23 @@ def _image_ids(coco: dict, staged: dict) -> dict[str, tuple[int, dict]]:
 
 def ground_truth(names: Sequence[str], staged: dict, ids: dict) -> dict:
     """A COCO dict of the photos' polygons, one category (class-agnostic), RLE masks."""
+    entries = []
+    for name in names:
+        image_id, image = ids[name]
+        entries.append((image_id, staged[name].sample.polygons, image["height"], image["width"], (1.0, 1.0)))
+    return polygon_coco(entries)
+
+
+def polygon_coco(entries: Sequence[tuple[int, Sequence, int, int, tuple[float, float]]]) -> dict:
+    """COCO ground truth from (image id, (label, polygon) pairs, height, width, scale) per photo: each polygon divided
+    by the scale (a working copy's: ``Photo.scale``), one category (class-agnostic), RLE masks, labels kept."""
     from pycocotools import mask as mask_utils
 
     images, annotations = [], []
-    for name in names:
-        image_id, image = ids[name]
-        height, width = image["height"], image["width"]
+    for image_id, polygons, height, width, (sx, sy) in entries:
         images.append({"id": image_id, "width": width, "height": height})
-        for label, polygon in staged[name].sample.polygons:
-            points = np.asarray(polygon, dtype=float).reshape(-1).tolist()
+        for label, polygon in polygons:
+            points = (np.asarray(polygon, dtype=float).reshape(-1, 2) / [sx, sy]).reshape(-1).tolist()
             if len(points) < 6:
                 continue
             rle = mask_utils.merge(mask_utils.frPyObjects([points], height, width))
