@@ -135,6 +135,34 @@ def test_several_photos_take_the_throughput_copy_with_the_same_answers(varied_se
         _assert_same_instances(a, b)
 
 
+def test_the_masks_mix_runs_numpys_blas_on_one_thread_and_leaves_the_process_setting():
+    """OpenBLAS's idle workers spin for ~0.1 s after every product they share, on a core the next OpenVINO call
+    needs (docs/performance.md): the masks' mix of prototypes runs on one BLAS thread, and the process's own
+    setting (the bench's naive side, a user's code) is what it was after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pipeline.accel.yolo_runtime import mixed_on_one_thread
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("NumPy without a BLAS threadpoolctl can see")
+    seen = []
+
+    class Coefficients:
+        def __matmul__(self, prototypes):
+            seen.append(blas_threads())
+            return "mixed"
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert mixed_on_one_thread(Coefficients(), None) == "mixed"
+        assert seen == [[1] * len(before)] and blas_threads() == before
+    coefficients, prototypes = np.random.default_rng(0).normal(size=(2, 5, 32)).astype(np.float32)
+    assert np.allclose(mixed_on_one_thread(coefficients[:3], prototypes.T), coefficients[:3] @ prototypes.T)
+
+
 def test_an_input_that_fails_mid_queue_lets_the_running_requests_finish(varied_seg_model):
     """The throughput copy reads each input in place while the next is made: an error making one reaches the
     caller only once the requests already started are done, and the copy serves the next call."""

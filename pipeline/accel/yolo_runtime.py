@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 from .classifiers import OPENVINO_CALLS
 
 logger = logging.getLogger(__name__)
+_BLAS_LIMIT = threading.Lock()
 
 PAD_VALUE = 114  # Ultralytics' letterbox grey
 CLASS_OFFSET = 7680  # Ultralytics' max_wh: boxes of different classes are moved apart so NMS keeps both
@@ -358,13 +360,30 @@ def greedy_nms(boxes: np.ndarray, scores: np.ndarray, iou: float, limit: int | N
     return np.array(keep, dtype=np.int64)
 
 
+def mixed_on_one_thread(coefficients: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    """coefficients @ prototypes, with NumPy's BLAS on one thread. Why: OpenBLAS's workers spin for ~0.1 s after
+    every product they share, on a core the next OpenVINO call needs (on 2 cores that call ran at half speed:
+    docs/performance.md); one thread computes these small products in a fraction of a millisecond. Only here: the
+    process's own setting (another pipeline's, the bench's naive side) is left as it was; the lock keeps two threads'
+    limits from restoring each other's."""
+    with _BLAS_LIMIT, _blas_controller().limit(limits=1, user_api="blas"):
+        return coefficients @ prototypes
+
+
+@functools.cache
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 def _masks(protos: np.ndarray, coefficients: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Ultralytics' process_mask(upsample=True): prototypes mixed, upsampled to the input, > 0, cropped to the box."""
     channels, mh, mw = protos.shape
     out = np.zeros((len(coefficients), *size), dtype=np.uint8)
     if not len(coefficients):
         return out
-    mixed = (coefficients @ protos.reshape(channels, -1)).reshape(-1, mh, mw)
+    mixed = mixed_on_one_thread(coefficients, protos.reshape(channels, -1)).reshape(-1, mh, mw)
     columns, rows = np.arange(size[1], dtype=np.float32), np.arange(size[0], dtype=np.float32)
     for i, (mask, (x1, y1, x2, y2)) in enumerate(zip(mixed, boxes)):
         upsampled = cv2.resize(mask, size[::-1], interpolation=cv2.INTER_LINEAR) > 0
