@@ -1,6 +1,6 @@
 """python -m bench.scale: the command line's local engine vs its Ray engine on the same photos, same run.
 
-    python -m bench.scale [--photos 2500] [--models PROFILE | hub] [--actors 2] [--batch-size 8] [--rounds 1]
+    python -m bench.scale [--photos 2500] [--models PROFILE | hub] [--actors N] [--batch-size 8] [--rounds 1]
                           [--json scale.json]
 
 Photos: held-out-ish photos of ../shared/data, set after set until there are enough (vds-severity's val split,

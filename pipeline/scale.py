@@ -62,10 +62,13 @@ class Unit:
     vehicle: str = ""  # the vehicle it belongs to (a listed path or URI is a vehicle of its own)
 
 
+CPUS_PER_ACTOR = 2  # the default pool's share of the cluster's CPUs for each actor (actors_for)
+
+
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: a local Ray runtime sized to this machine
-    actors: int = 2
+    actors: int | None = None  # None: one for every CPUS_PER_ACTOR CPUs of the cluster (actors_for)
     batch_size: int = 8
     gpus_per_actor: float = 0.0
     save_images: bool = False
@@ -289,7 +292,8 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
     start_ray(options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts photos
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    actor_cpus = max(0.5, int(10 * cpus / options.actors) / 10)
+    actors = options.actors or actors_for(cpus)
+    actor_cpus = max(0.5, int(10 * cpus / actors) / 10)
     units = ray.data.from_items(
         [asdict(unit) for unit in todo], override_num_blocks=-(-len(todo) // options.batch_size)
     )
@@ -300,7 +304,7 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
         "threads": max(1, round(actor_cpus)),
     }
     pool = ray.data.ActorPoolStrategy(
-        size=options.actors,
+        size=actors,
         max_concurrent_calls_per_actor=options.calls_per_actor,
         enable_true_multi_threading=options.calls_per_actor > 1,
     )
@@ -313,6 +317,14 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
         num_cpus=actor_cpus,
         num_gpus=options.gpus_per_actor or None,
     )
+
+
+def actors_for(cpus: float) -> int:
+    """The default pool: an actor for every CPUS_PER_ACTOR CPUs. Why: an actor of two threads runs the models as
+    the local engine runs them on two cores (the segmenters' stream copies, the same kernels), so its rows are the
+    local engine's to the digit; actors of one thread each wrote other instance counts or parts on 15 of 2,501
+    photos, near the thresholds (docs/scale.md), and were no faster."""
+    return max(1, int(cpus // CPUS_PER_ACTOR))
 
 
 def start_ray(options: RayOptions) -> None:

@@ -105,6 +105,15 @@ def _ray(inputs: list[str], out: Path, profile: Path, *extra: str) -> int:
     )
 
 
+def test_the_default_pool_gives_each_actor_two_cpus():
+    """An actor of two threads runs the models as the local engine does on two cores, so its rows are the local
+    engine's to the digit (actors of one thread each wrote other counts near the thresholds, docs/scale.md)."""
+    from pipeline.scale import RayOptions, actors_for
+
+    assert RayOptions().actors is None
+    assert [actors_for(cpus) for cpus in (1, 2, 3, 4, 16, 0.5)] == [1, 1, 1, 2, 8, 1]
+
+
 def test_ray_writes_the_local_engines_rows(ray_cluster, inputs, tiny_profile, tmp_path):
     local_inputs = inputs[:2] + [p for p in Path(inputs[2]).read_text().splitlines()]
     assert cli([*local_inputs, "--out", str(tmp_path / "local"), "--models", str(tiny_profile)]) == 1  # 4 broken
