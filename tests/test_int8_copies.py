@@ -152,3 +152,23 @@ def test_the_model_card_names_every_set_the_int8_copy_saw_once(tmp_path):
     assert text.count(CARD_HEADING) == 1 and text.startswith("# Damage segmenter")
     assert all(f"| {DATASETS[key].name} | {DATASETS[key].licence} |" in text for key in CALIBRATION_MIX)
     assert "f32 0.55, int8 0.54" in text
+
+
+@pytest.mark.shared
+def test_the_releases_int8_path_scores_as_fp32_against_held_out_ground_truth(shared_dir, monkeypatch):
+    """Issue 25's judgement on a trained model (the release) and real held-out photos of ../shared: the CLI at
+    fp32 (eager PyTorch) and at int8 (the shipped int8 segmenter copies, int8 classifiers), each scored against
+    the photos' labels (mask mAP50 on nm/pd-style and lensor photos, verdict accuracy). 12 photos a kind here, where
+    one instance moves a kind's mAP50 by up to ~0.02 and one verdict the accuracy by ~0.01; the bench judges by the
+    issue's limits (0.01 / 0.005) on 60 a kind (docs/performance.md). ~40 s."""
+    from bench.accuracy import HELD_OUT, accuracy_vs_fp32
+
+    if not HELD_OUT.is_file():
+        pytest.skip("the release's held-out split (models/held_out.json) is absent")
+    monkeypatch.delenv("MODELS_PROFILE")  # the CLI's default, the release (the suite's default is the Hub's)
+    figures = accuracy_vs_fp32(None, 12, ["int8"])["accuracy"]
+    reference, int8 = figures["fp32"], figures["int8"]
+    assert reference["analysed"] == int8["analysed"] >= 90
+    assert reference["mask_map50_nmpd"] > 0.1 and reference["verdict_accuracy"] > 0.85  # a trained model's answers
+    assert int8["map50_delta"] >= -0.03, figures
+    assert int8["verdict_accuracy_delta"] >= -0.02, figures
