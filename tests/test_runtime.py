@@ -515,6 +515,37 @@ def test_a_compiled_model_cache_openvino_cannot_use_leaves_the_copy_compiled_wit
     assert "compiled-model cache failed" in caplog.text
 
 
+def test_an_int8_copy_that_compiles_but_cannot_run_leaves_the_f32_copy_serving(
+    car_imagenet_random, monkeypatch, caplog
+):
+    """With oneDNN limited to AVX2, OpenVINO compiled the int8 classifiers and failed at their first inference:
+    that is found at load, where the f32 copy can still take over, not with every photo."""
+    from pipeline.accel import classifiers
+    from pipeline.classify import ImageClassifier
+
+    photos = [testing.photo(120, 90, seed=seed) for seed in range(2)]
+    reference = ImageClassifier.from_folder(car_imagenet_random, "fp32").probabilities(photos)  # PyTorch's
+    real = classifiers.compile_model
+
+    class Unrunnable:
+        def __init__(self, compiled) -> None:
+            self.inputs = compiled.inputs
+
+        def create_infer_request(self):
+            raise RuntimeError("could not create a primitive descriptor")
+
+    def int8_that_fails(xml, precision_hint="f32", dynamic_quantization=False, **options):
+        compiled = real(xml, precision_hint, dynamic_quantization, **options)
+        return Unrunnable(compiled) if dynamic_quantization else compiled
+
+    monkeypatch.setattr(classifiers, "compile_model", int8_that_fails)
+    monkeypatch.setattr(classifiers, "_torch_forward", lambda *args: pytest.fail("PyTorch took over"))
+    with caplog.at_level("WARNING", logger=classifiers.__name__):
+        classifier = ImageClassifier.from_folder(car_imagenet_random, "int8")
+    assert "int8 copy of car-random failed" in caplog.text and "primitive descriptor" in caplog.text
+    np.testing.assert_allclose(classifier.probabilities(photos), reference, atol=1e-5)
+
+
 def test_an_int8_copy_openvino_will_not_compile_leaves_the_f32_copy_serving(car_imagenet_random, monkeypatch, caplog):
     """Not PyTorch: a warm start would then import it again."""
     from pipeline.accel import classifiers

@@ -92,10 +92,22 @@ def _openvino_forward(folder: Path, head: Head, kind: str, loaders: Loaders) -> 
         cache_dir() / "classifiers" / key, lambda staging: _convert(head, converted, loaders, staging), "ok"
     )
     hint = "bf16" if kind == "bf16" else "f32"
-    forward = CompiledForward(compile_model(copy / "model.xml", hint, dynamic_quantization=kind == "int8"))
+    compiled = compile_model(copy / "model.xml", hint, dynamic_quantization=kind == "int8")
+    if kind == "int8":
+        first_inference(compiled)
+    forward = CompiledForward(compiled)
     spec = PixelSpec.read(copy)
     pixels = spec if spec is not None else _library_pixels(loaders.processor())
     return lambda images: forward(pixels(images))
+
+
+def first_inference(compiled) -> None:
+    """One inference on a blank input, inside the caller's fallback. Why: OpenVINO compiles some int8 copies it
+    then cannot run (with oneDNN limited to AVX2, the int8 classifiers' FullyConnectedCompressed node found no
+    primitive at the first inference: docs/performance.md), and the error would otherwise come with every photo."""
+    shape = [1 if dim.is_dynamic else dim.get_length() for dim in compiled.inputs[0].get_partial_shape()]
+    with OPENVINO_CALLS:
+        compiled.create_infer_request().infer({0: np.zeros(shape, dtype=np.float32)})
 
 
 def _library_pixels(processor) -> ImagesToArray:
