@@ -35,9 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     ray = parser.add_argument_group("the Ray engine (pip install ray[data]): big collections, resumable")
     ray.add_argument("--engine", choices=["local", "ray"], default="local")
     ray.add_argument("--ray-address", metavar="ADDRESS", help="a Ray cluster (default: a local runtime)")
-    ray.add_argument(
-        "--actors", type=int, default=None, metavar="N", help="model-holding actors (default: one per 2 CPUs)"
-    )
+    actors = "model-holding actors (default: one per 2 CPUs, no more than the GPUs hold)"
+    ray.add_argument("--actors", type=int, default=None, metavar="N", help=actors)
     ray.add_argument("--batch-size", type=int, default=8, metavar="B", help="photos per actor call (8)")
     ray.add_argument("--gpus-per-actor", type=float, default=0.0, metavar="G", help="on clusters with GPUs")
     ray.add_argument("--save-images", action="store_true", help="also write the annotated photos (ray engine)")

@@ -292,7 +292,8 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
     start_ray(options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts photos
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    actors = options.actors or actors_for(cpus)
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    actors = options.actors or actors_for(cpus, gpus / options.gpus_per_actor if options.gpus_per_actor else None)
     actor_cpus = max(0.5, int(10 * cpus / actors) / 10)
     units = ray.data.from_items(
         [asdict(unit) for unit in todo], override_num_blocks=-(-len(todo) // options.batch_size)
@@ -319,12 +320,15 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
     )
 
 
-def actors_for(cpus: float) -> int:
-    """The default pool: an actor for every CPUS_PER_ACTOR CPUs. Why: an actor of two threads runs the models as
-    the local engine runs them on two cores (the segmenters' stream copies, the same kernels), so its rows are the
-    local engine's to the digit; actors of one thread each wrote other instance counts or parts on 15 of 2,501
-    photos, near the thresholds (docs/scale.md), and were no faster."""
-    return max(1, int(cpus // CPUS_PER_ACTOR))
+def actors_for(cpus: float, gpu_slots: float | None = None) -> int:
+    """The default pool: an actor for every CPUS_PER_ACTOR CPUs, and no more than the GPUs can hold when each
+    actor asks for some (``gpu_slots``: the cluster's GPUs / --gpus-per-actor; an actor that cannot get its GPU
+    would wait forever). Why two CPUs: an actor of two threads runs the models as the local engine runs them on two
+    cores (the segmenters' stream copies, the same kernels), so its rows are the local engine's to the digit;
+    actors of one thread each wrote other instance counts or parts on 15 of 2,501 photos, near the thresholds
+    (docs/scale.md), and were no faster."""
+    actors = max(1, int(cpus // CPUS_PER_ACTOR))
+    return actors if gpu_slots is None else max(1, min(actors, int(gpu_slots)))
 
 
 def start_ray(options: RayOptions) -> None:

@@ -107,11 +107,13 @@ def _ray(inputs: list[str], out: Path, profile: Path, *extra: str) -> int:
 
 def test_the_default_pool_gives_each_actor_two_cpus():
     """An actor of two threads runs the models as the local engine does on two cores, so its rows are the local
-    engine's to the digit (actors of one thread each wrote other counts near the thresholds, docs/scale.md)."""
+    engine's to the digit (actors of one thread each wrote other counts near the thresholds, docs/scale.md); with
+    --gpus-per-actor, no more actors than the GPUs hold."""
     from pipeline.scale import RayOptions, actors_for
 
     assert RayOptions().actors is None
     assert [actors_for(cpus) for cpus in (1, 2, 3, 4, 16, 0.5)] == [1, 1, 1, 2, 8, 1]
+    assert [actors_for(16, slots) for slots in (1, 2.5, 4, 32)] == [1, 2, 4, 8]  # no actor waits for a GPU
 
 
 def test_ray_writes_the_local_engines_rows(ray_cluster, inputs, tiny_profile, tmp_path):
