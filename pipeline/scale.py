@@ -291,8 +291,8 @@ def build_dataset(todo: list[Unit], out_dir: Path, settings: Settings, options: 
 
     start_ray(options)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the driver's own bar counts photos
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    gpus = float(ray.cluster_resources().get("GPU", 0))
+    resources = ray.cluster_resources()  # a call to the cluster's control store: once
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
     actors = options.actors or actors_for(cpus, gpus / options.gpus_per_actor if options.gpus_per_actor else None)
     actor_cpus = max(0.5, int(10 * cpus / actors) / 10)
     units = ray.data.from_items(
