@@ -125,13 +125,15 @@ def test_profile_round_trip(tmp_path: Path) -> None:
     shutil.copyfile(out / "segmenter" / "best.pt", out / "parts" / "best.pt")
     models = {"damage": "damage-classifier", "segmenter": "segmenter/best.pt", "parts": "parts/best.pt"}
     thresholds = {"car": 0.01, "damage": 0.5, "mask": 0.25, "grade": 0.5}
-    runtime = {"seg_image_size": 512, "part_image_size": 384, "damage_rule": "noisy_or"}
+    runtime = {"seg_image_size": 512, "part_image_size": 384, "damage_rule": "noisy_or", "seg_agnostic_nms": True}
+    runtime["damaged_part_confidence"] = 0.1  # a model of damaged parts names them itself
     profile = write_profile(out, car, models, thresholds, runtime)
     data = tomllib.loads(profile.read_text())
     assert data["parts"]["model"] == "parts/best.pt" and "severity" not in data
     assert data["runtime"] == runtime and data["thresholds"] == thresholds
     settings = load_profile(profile)
     assert settings.models.seg_image_size == 512  # the segmenter runs at the size it was trained at
+    assert settings.models.damaged_part_confidence == 0.1 and settings.models.seg_agnostic_nms
     assert Path(settings.models.car.id) == car.resolve()
     assert Path(settings.models.damage.id) == (out / "damage-classifier").resolve()
     assert Path(settings.models.segmenter.id) == (out / "segmenter" / "best.pt").resolve()

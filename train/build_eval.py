@@ -20,6 +20,11 @@ from train.evaluate.report import write_report
 from train.evaluate.segmenter import evaluate_segmenter
 from train.evaluate.severity import evaluate_severity
 
+# The confidence at which the part model's (damaged-part) instances are named damaged parts on a photo judged
+# damaged. Chosen through the CLI on the 242 held-out yb photos with the release's part model (F1 0.617-0.631 from
+# 0.07 to 0.12, 0.594 at 0.05: docs/training.md); a fresh build has no sweep of its own for it.
+DAMAGED_PART_CONFIDENCE = 0.1
+
 
 def car_threshold(metrics: dict) -> float:
     """The sweep's threshold with the best source-balanced accuracy, at most 0.1: a missed car (often a close-up of
@@ -87,9 +92,10 @@ def profile_settings(car: Path, out: Path, models: dict, thresholds: dict, runti
     """The settings the build's profile.toml will hold (``write_profile``, then ``load_profile``), before it is
     written: the build's end-to-end figures are measured on what a user of that profile gets."""
     refs = {role: ModelRef(str((out / path).resolve())) for role, path in models.items()}
-    sizes = {k: runtime[k] for k in ("seg_image_size", "part_image_size") if k in runtime}
+    served = ("seg_image_size", "part_image_size", "seg_agnostic_nms", "damaged_part_confidence")
+    options = {k: runtime[k] for k in served if k in runtime}
     return Settings(
-        models=ModelSet(car=ModelRef(str(Path(car).resolve())), **refs, **sizes),
+        models=ModelSet(car=ModelRef(str(Path(car).resolve())), **refs, **options),
         thresholds=Thresholds(**thresholds),
         damage_rule=runtime.get("damage_rule", "classifier"),
     )
@@ -111,7 +117,8 @@ def evaluate_build(args, data: dict, shared: Path, out: Path, models: dict, lap:
                   "grade": classifiers["severity"]["grade_confidence_threshold"]}  # fmt: skip
     # One instance where two damage types overlap (held-out nm/pd mask mAP50 0.266 -> 0.269: docs/training.md)
     runtime = {"seg_image_size": args.seg_imgsz, "part_image_size": args.part_imgsz,
-               "damage_rule": rules["recommended_rule"], "seg_agnostic_nms": args.seg_classes != "damage"}  # fmt: skip
+               "damage_rule": rules["recommended_rule"], "seg_agnostic_nms": args.seg_classes != "damage",
+               "damaged_part_confidence": DAMAGED_PART_CONFIDENCE}  # fmt: skip
     parts = evaluate_damaged_parts(profile_settings(shared / CAR_MODEL, out, models, thresholds, runtime), data["yb"])
     write_report(parts, out / "eval-damaged-parts", "Damaged parts, end to end (the product), on held-out yb photos")
     lap("evaluate_damaged_parts")
