@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,20 @@ def _yolo_data(root: Path) -> Path:
         polygon = np.array([[8, 8], [40, 10], [44, 40], [10, 36]], dtype=float) + i
         samples.append(Sample(path, [("dent", polygon)]))
     return build_yolo_dataset({"": samples}, root / "yolo", names=["dent", "scratch"], val_fraction=0.5)
+
+
+def test_a_segmenter_trains_and_saves_where_polars_is_missing(tmp_path, monkeypatch):
+    """A lent GPU machine has no polars and can fetch nothing (train.gpu_kit leaves its 55 MB of wheels out):
+    Ultralytics imports it at each checkpoint's save, so without the guard the run fails there."""
+    from train.train_segmenter import SegmenterArguments, train_segmenter
+
+    monkeypatch.setitem(sys.modules, "polars", None)  # `import polars` raises ImportError
+    base = testing.yolo_seg(tmp_path / "base", ["dent", "scratch"])
+    extra = json.dumps({"batch": 2, "workers": 0, "cache": False, "val": False})
+    args = SegmenterArguments(data=str(_yolo_data(tmp_path)), model=str(base), output_dir=str(tmp_path / "run"),
+                              epochs=1, imgsz=64, extra=extra)  # fmt: skip
+    best = train_segmenter(args)
+    assert best.is_file() and json.loads((best.parent / "train_summary.json").read_text())["epochs"] == 1
 
 
 def test_a_second_run_continues_from_the_release(tmp_path):
@@ -264,6 +279,39 @@ def test_the_gpu_command_runs_end_to_end_on_cpu_with_a_tiny_compact_copy(tmp_pat
     settings = load_profile(profile).with_models(precision="fp32", seg_backend="torch")
     assert (settings.models.seg_image_size, settings.models.part_image_size) == (64, 64)  # as trained, not resumed
     assert pipeline.analyze(testing.photo(96, 64), settings).is_car
+
+
+def test_the_prepared_gpu_calls_files_become_a_build_beside_the_releases_other_models(tmp_path):
+    """train/gpu_call.sh brings back the segmenter and the build's profile and summary; train.gpu_kit --returned
+    makes them a build whose other models are the release's own (evaluated as they are, kept by train.release)."""
+    from train.build_profile import main
+    from train.compact import CompactArguments, make_compact
+    from train.gpu_kit import assemble_build
+
+    work = _tiny_work(tmp_path / "work")
+    make_compact(CompactArguments(work=str(work), out=str(tmp_path / "c"), what="damage"))
+    release = _tiny_release(tmp_path / "models")
+    one_epoch = json.dumps({"time": None, "epochs": 1, "val": False, "batch": 2, "workers": 0, "cache": False})
+    main([
+        "--compact", str(tmp_path / "c"), "--resume", str(release), "--out", str(tmp_path / "there"),
+        "--skip_classifier", "--skip_parts", "--seg_extra", one_epoch, "--seg_imgsz", "64",
+    ])  # fmt: skip
+    returned = tmp_path / "returned"  # what gpu_call.sh copies to $OUT
+    returned.mkdir()
+    shutil.copy(tmp_path / "there" / "segmenter" / "best.pt", returned / "segmenter.pt")
+    for name in ("profile.toml", "build_summary.json"):
+        shutil.copy(tmp_path / "there" / name, returned / name)
+    shutil.rmtree(tmp_path / "there")  # the device machine's folders do not come back
+    profile = assemble_build(returned, tmp_path / "build", release)
+    settings = load_profile(profile).with_models(precision="fp32", seg_backend="torch")
+    assert Path(settings.models.damage.id) == (release / "damage-classifier").resolve()
+    assert Path(settings.models.parts.id) == (release / "part-segmenter" / "model.pt").resolve()
+    assert settings.models.seg_image_size == 64 and pipeline.analyze(testing.photo(96, 64), settings).is_car
+    classifier = (release / "damage-classifier" / "model.safetensors").read_bytes()
+    segmenter = (release / "damage-segmenter" / "model.pt").read_bytes()
+    package(ReleaseArguments(build=str(tmp_path / "build"), out=str(release), curve=None, force=True))
+    assert (release / "damage-segmenter" / "model.pt").read_bytes() != segmenter  # the call's, released
+    assert (release / "damage-classifier" / "model.safetensors").read_bytes() == classifier  # kept as it was
 
 
 def test_a_build_replaces_the_release_only_when_its_figures_improve(tmp_path):

@@ -8,6 +8,8 @@ data
 - ``build_data``: the build's datasets, all cut from the one held-out split.
 - ``build_parts``: the build's part data (the part segmenter's, the damaged-part figure's held-out yb photos).
 - ``compact``: a compact, self-contained copy of a build's training data (``python -m train.compact``).
+- ``gpu_kit``: what a lent GPU machine trains the damage segmenter from (``.gpu/``: compact photos, wheels), and
+  the files it brings back as a build (``python -m train.gpu_kit``; the call itself: ``train/gpu_call.sh``).
 train
 - ``classifier_data``: what an image classifier trains on: image folders as targets, the dataset, augmentation.
 - ``train_classifier``: fine-tune an image classifier as the car check or the damage check (and grades).

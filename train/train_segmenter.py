@@ -92,6 +92,21 @@ def enable_cpu_bf16_autocast() -> None:
     trainer.autocast = autocast
 
 
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def without_polars(trainer) -> None:
+    """Ultralytics reads results.csv back with polars only to store a copy in each checkpoint, and imports it
+    outside its own error handling: where polars is missing (a lent GPU machine fetches nothing, and its wheels
+    are 55 MB of a 64 MB device call) that copy stays empty instead of the run failing at its first save."""
+    trainer.read_results_csv = dict
+
+
 def train_segmenter(args: SegmenterArguments) -> Path:
     """Train; copy the best weights to ``output_dir/best.pt`` with the run's metrics; return that path."""
     offline_env()
@@ -129,6 +144,8 @@ def train_segmenter(args: SegmenterArguments) -> Path:
     if args.minutes:
         options["time"] = args.minutes / 60.0  # Ultralytics fits its schedule to the time budget
     options.update(json.loads(args.extra) if args.extra else {})
+    if not _importable("polars"):
+        model.add_callback("on_pretrain_routine_start", without_polars)
     model.train(**options)
     run_dir = Path(model.trainer.save_dir)
     weights = run_dir / "weights" / ("best.pt" if (run_dir / "weights" / "best.pt").exists() else "last.pt")
