@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ GPU_WHEELS = (
     "ultralytics-opencv-headless", "ultralytics-thop", "ultralytics-platform", "supervision", "pydeprecate",
     "defusedxml",
 )  # fmt: skip
-# The call's limit (the device README), less room for what a run writes beside the checkout.
+# One device call's limit (the device README): the checkout's tracked files and the kit together.
 CALL_LIMIT_BYTES = 64 * 2**20
 
 
@@ -49,7 +50,9 @@ def pinned(names: Sequence[str] = GPU_WHEELS) -> list[str]:
 
 
 def download_wheels(folder: Path, python_version: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    """Only this checkout's versions: two versions of one package would stop the install there."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     platforms = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
     command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--implementation",
                "cp", "--python-version", python_version, "-d", str(folder)]  # fmt: skip
@@ -79,7 +82,7 @@ def make_kit(args: GpuKitArguments) -> dict:
     manifest = compact_photos(Path(args.shared).resolve(), out / "compact", args.segmenter_side)
     wheels = download_wheels(out / "whl", args.python_version)
     kit = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
-    checkout = tracked_bytes(Path.cwd())
+    checkout = tracked_bytes(Path(__file__).resolve().parents[1])
     summary = {
         "photos": manifest["photos"], "wheels": [w.name for w in wheels], "kit_mb": round(kit / 2**20, 1),
         "checkout_mb": round(checkout / 2**20, 1), "fits_one_call": kit + checkout < CALL_LIMIT_BYTES,
@@ -91,7 +94,6 @@ def make_kit(args: GpuKitArguments) -> dict:
 def assemble_build(returned: Path, build: Path, release: Path) -> Path:
     """The call's segmenter as a build beside the release's other models (named where they are, so that
     train.release keeps them), with the call's thresholds and runtime: train.release_eval, then train.release."""
-    import shutil
     import tomllib
 
     from train.build_outputs import write_profile
