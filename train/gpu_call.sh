@@ -4,7 +4,7 @@
 # from the checkout's root, with .gpu/ made here first by `python -m train.gpu_kit`. That machine has PyTorch,
 # transformers, OpenCV and NumPy but can fetch nothing: the kit carries the rest as wheels, and the compact photos.
 # Its output (under $OUT, fetched back here): segmenter.pt, profile.toml, build_summary.json, results.csv,
-# train.log. Here again: train.release_eval and train.release on it (docs/training.md).
+# train.log. Here again: train.gpu_kit --returned, train.release_eval, train.release (docs/training.md).
 set -euo pipefail
 KIT=${KIT:-.gpu}
 MINUTES=${GPU_MINUTES:-4.5}  # of training; with start, install and saving the call takes ~6 minutes
