@@ -308,15 +308,22 @@ def load_profile(path: str | Path) -> Settings:
     base = path.parent.resolve()
     models: dict[str, object] = {s: _profile_ref(data[s], base) for s in _MODEL_SECTIONS if data.get(s)}
     runtime = data.get("runtime", {})
-    models |= {key: kind(runtime[key]) for key, kind in _RUNTIME_MODEL_KEYS.items() if key in runtime}
+    served, options = runtime_options(runtime)
+    models |= served
     if "calibration_photos" in runtime:
         models["calibration_photos"] = (base / str(runtime["calibration_photos"])).resolve()
     section = data.get("thresholds", {})
     thresholds: dict[str, object] = {key: float(section[key]) for key in _THRESHOLD_KEYS if key in section}
     if "always_segment" in section or "always_segment" in runtime:  # [runtime] in older profiles
         thresholds["always_segment"] = bool(section.get("always_segment", runtime.get("always_segment")))
-    options = {key: kind(runtime[key]) for key, kind in _RUNTIME_KEYS.items() if key in runtime}
     return replace(Settings(**options), models=ModelSet(**models), thresholds=Thresholds(**thresholds))
+
+
+def runtime_options(runtime: dict) -> tuple[dict[str, object], dict[str, object]]:
+    """A profile's ``[runtime]`` table, typed: (``ModelSet`` fields, ``Settings`` fields). ``calibration_photos``
+    (a path beside the file) is the caller's."""
+    served = {key: kind(runtime[key]) for key, kind in _RUNTIME_MODEL_KEYS.items() if key in runtime}
+    return served, {key: kind(runtime[key]) for key, kind in _RUNTIME_KEYS.items() if key in runtime}
 
 
 def _profile_ref(entry: str | dict, base: Path) -> ModelRef:

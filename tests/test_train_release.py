@@ -250,7 +250,10 @@ def _tiny_release(root: Path) -> Path:
     for folder in ("damage-segmenter", "part-segmenter"):
         (root / folder).mkdir()
         shutil.copy(testing.yolo_seg(root / f"{folder}-random", ["dent", "scratch"]), root / folder / "model.pt")
-    (root / "profile.toml").write_text("[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 96\n")
+    sections = {"car": "car-check", "damage": "damage-classifier", "segmenter": "damage-segmenter/model.pt",
+                "parts": "part-segmenter/model.pt"}  # fmt: skip
+    named = "".join(f'[{role}]\nmodel = "{path}"\n\n' for role, path in sections.items())
+    (root / "profile.toml").write_text(named + "[thresholds]\ncar = 0.01\n\n[runtime]\nseg_image_size = 96\n")
     return root
 
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import Settings
-from pipeline.settings import ModelRef, ModelSet, Thresholds
+from pipeline.settings import ModelRef, ModelSet, Thresholds, runtime_options
 from train.common import CAR_MODEL
 from train.evaluate.classifiers import evaluate_classifier
 from train.evaluate.damage_rules import damage_rules
@@ -92,12 +92,11 @@ def profile_settings(car: Path, out: Path, models: dict, thresholds: dict, runti
     """The settings the build's profile.toml will hold (``write_profile``, then ``load_profile``), before it is
     written: the build's end-to-end figures are measured on what a user of that profile gets."""
     refs = {role: ModelRef(str((out / path).resolve())) for role, path in models.items()}
-    served = ("seg_image_size", "part_image_size", "seg_agnostic_nms", "damaged_part_confidence")
-    options = {k: runtime[k] for k in served if k in runtime}
+    served, options = runtime_options(runtime)  # as load_profile reads them
     return Settings(
-        models=ModelSet(car=ModelRef(str(Path(car).resolve())), **refs, **options),
+        models=ModelSet(car=ModelRef(str(Path(car).resolve())), **refs, **served),
         thresholds=Thresholds(**thresholds),
-        damage_rule=runtime.get("damage_rule", "classifier"),
+        **options,
     )
 
 

@@ -129,10 +129,14 @@ def make_compact(args: CompactArguments) -> dict:
         if args.what != "damage"
         else 0,
     }
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
-    manifest = {"counts": counts, "photos": len(store.stored), "bytes": size, "args": vars(args)}
+    manifest = {"counts": counts, "photos": len(store.stored), "bytes": stored_bytes(out), "args": vars(args)}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return manifest
+
+
+def stored_bytes(folder: Path) -> int:
+    """What a folder weighs as it travels: its files, links counted as links."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
 def compact_data(folder: Path) -> dict:

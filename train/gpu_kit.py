@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from train.compact import CompactArguments, make_compact, stored_bytes
+
 # Imported by the build (pipeline draws with supervision) and missing from the GPU machines' image. Not polars
 # (55 MB of wheels; train_segmenter does without it) nor pi-heif (pipeline.decode does without it).
 GPU_WHEELS = (
@@ -64,7 +66,6 @@ def download_wheels(folder: Path, python_version: str) -> list[Path]:
 def compact_photos(shared: Path, out: Path, side: int) -> dict:
     """The build's prepared folders (in a temporary folder), then their damage set's compact copy."""
     from train.build_profile import BuildArguments, build
-    from train.compact import CompactArguments, make_compact
 
     with tempfile.TemporaryDirectory(prefix="gpu-kit-") as build_dir:
         work = build(BuildArguments(shared=str(shared), out=build_dir, prepare_only=True))
@@ -81,7 +82,7 @@ def make_kit(args: GpuKitArguments) -> dict:
     out = Path(args.out)
     manifest = compact_photos(Path(args.shared).resolve(), out / "compact", args.segmenter_side)
     wheels = download_wheels(out / "whl", args.python_version)
-    kit = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and not p.is_symlink())
+    kit = stored_bytes(out)
     checkout = tracked_bytes(Path(__file__).resolve().parents[1])
     summary = {
         "photos": manifest["photos"], "wheels": [w.name for w in wheels], "kit_mb": round(kit / 2**20, 1),
@@ -97,18 +98,17 @@ def assemble_build(returned: Path, build: Path, release: Path) -> Path:
     import tomllib
 
     from train.build_outputs import write_profile
-    from train.release_models import RELEASE
 
     (build / "segmenter").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(returned / "segmenter.pt", build / "segmenter" / "best.pt")
     shutil.copyfile(returned / "build_summary.json", build / "build_summary.json")
     profile = tomllib.loads((returned / "profile.toml").read_text(encoding="utf-8"))
-    kept = {m.role: release.resolve() / m.folder for m in RELEASE if m.role not in ("car", "segmenter")}
-    kept = {role: path / "model.pt" if (path / "model.pt").is_file() else path for role, path in kept.items()}
-    models = {role: os.path.relpath(path, build.resolve()) for role, path in kept.items()}
+    shipped = tomllib.loads((release / "profile.toml").read_text(encoding="utf-8"))
+    located = {role: release.resolve() / shipped[role]["model"] for role in ("car", "damage", "severity", "parts")
+               if role in shipped}  # fmt: skip
+    models = {role: os.path.relpath(path, build.resolve()) for role, path in located.items() if role != "car"}
     models["segmenter"] = "segmenter/best.pt"
-    car = release.resolve() / next(m.folder for m in RELEASE if m.role == "car")
-    return write_profile(build, car, models, profile.get("thresholds", {}), profile.get("runtime", {}))
+    return write_profile(build, located["car"], models, profile.get("thresholds", {}), profile.get("runtime", {}))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

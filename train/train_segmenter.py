@@ -10,6 +10,7 @@ The base is a local ``.pt``/``.yaml``, an Ultralytics name (``yolo11n-seg.pt``, 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Sequence
@@ -92,14 +93,6 @@ def enable_cpu_bf16_autocast() -> None:
     trainer.autocast = autocast
 
 
-def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
-
-
 def without_polars(trainer) -> None:
     """Ultralytics reads results.csv back with polars only to store a copy in each checkpoint, and imports it
     outside its own error handling: where polars is missing (a lent GPU machine fetches nothing, and its wheels
@@ -144,7 +137,7 @@ def train_segmenter(args: SegmenterArguments) -> Path:
     if args.minutes:
         options["time"] = args.minutes / 60.0  # Ultralytics fits its schedule to the time budget
     options.update(json.loads(args.extra) if args.extra else {})
-    if not _importable("polars"):
+    if importlib.util.find_spec("polars") is None:
         model.add_callback("on_pretrain_routine_start", without_polars)
     model.train(**options)
     run_dir = Path(model.trainer.save_dir)
