@@ -65,6 +65,11 @@ class BuildArguments:
     seg_classes: str = field(default="type", metadata={"choices": ["damage", "type", "grade_type"]})
     seg_backgrounds: int = field(default=60, metadata={"help": "undamaged cars (empty labels) in its training"})
     seg_copies: str = field(default='{"nm": 4, "pd": 4}', metadata={"help": "JSON: oversampling per source"})
+    seg_pseudo: int = field(
+        default=0,
+        metadata={"help": "with --resume: up to this many vds-severity training photos labelled by the release's "
+                  "segmenter join its training (train.pseudo_labels)"},
+    )  # fmt: skip
     # Ultralytics' optimizer defaults: nbs 16 with one warm-up epoch made both kinds worse
     # (docs/training-2026-11-28.md, run B)
     seg_extra: str = field(
@@ -163,6 +168,8 @@ def prepare_all(args: BuildArguments, shared: Path, work: Path) -> dict:
         shared, split, work, args.seg_classes, build_data.DAMAGE_POLYGON_SOURCES, json.loads(args.seg_copies),
         build_data.segmenter_backgrounds(split, crops, args.seg_backgrounds, args.seed), args.seg_imgsz,
     )  # fmt: skip
+    if args.seg_pseudo:
+        seg.counts["train_pseudo_vds"] = pseudo_labelled(args, split, seg.data_yaml.parent)
     return {
         "split": split,
         "classify": classify,
@@ -179,6 +186,17 @@ def prepare_all(args: BuildArguments, shared: Path, work: Path) -> dict:
             "car_check": prepare_car_check_folder(shared, split, work),
         },
     }
+
+
+def pseudo_labelled(args: BuildArguments, split, root: Path) -> int:
+    """vds-severity training photos labelled by the resumed release's segmenter, added to its training photos."""
+    from train.pseudo_labels import PseudoRule, add_pseudo_labelled
+
+    if not args.resume:
+        raise ValueError("--seg_pseudo labels photos with the release's segmenter: add --resume")
+    weights = start_of(args, DAMAGE_SEGMENTER, Path(args.shared).resolve() / SEG_BASE)
+    return add_pseudo_labelled(weights, split.train["vds"], root, args.seg_pseudo, args.seg_imgsz, PseudoRule(),
+                               args.seed)  # fmt: skip
 
 
 # --- training steps ------------------------------------------------------------------------------
