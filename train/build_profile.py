@@ -195,7 +195,8 @@ def pseudo_labelled(args: BuildArguments, split, root: Path) -> int:
     if not args.resume:
         raise ValueError("--seg_pseudo labels photos with the release's segmenter: add --resume")
     weights = start_of(args, DAMAGE_SEGMENTER, Path(args.shared).resolve() / SEG_BASE)
-    return add_pseudo_labelled(weights, split.train["vds"], root, args.seg_pseudo, args.seg_imgsz, PseudoRule(),
+    names = build_data.seg_class_names(args.seg_classes)
+    return add_pseudo_labelled(weights, split.train["vds"], root, names, args.seg_pseudo, args.seg_imgsz, PseudoRule(),
                                args.seed)  # fmt: skip
 
 

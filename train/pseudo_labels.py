@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from train.common import SOURCE_SEPARATOR
+from train.build_data import resized_copy
+from train.prepare import Polygon, Sample, write_yolo_split
 
 GREY = 114  # Ultralytics' letterbox fill: the colour the model already reads as "no photo here"
 
@@ -29,14 +30,16 @@ class PseudoRule:
 
 @dataclass(frozen=True)
 class Instance:
-    polygon: np.ndarray  # (n, 2) pixel coordinates in the photo
+    polygon: Polygon  # pixel coordinates in the photo
     confidence: float
-    class_id: int
+    name: str  # the segmenter's own class name
     area_share: float  # of the photo
 
 
-def labelled_photo(image: np.ndarray, instances: Sequence[Instance], rule: PseudoRule) -> list[str] | None:
-    """YOLO-seg label lines of the sure instances, greying ``image`` (in place) under the unsure ones; None
+def labelled_photo(
+    image: np.ndarray, instances: Sequence[Instance], rule: PseudoRule
+) -> list[tuple[str, Polygon]] | None:
+    """The sure instances as (class name, polygon) pairs, greying ``image`` (in place) under the unsure ones; None
     where the photo should not be used (no sure instance, or an unsure one too large to grey out)."""
     import cv2
 
@@ -45,16 +48,11 @@ def labelled_photo(image: np.ndarray, instances: Sequence[Instance], rule: Pseud
     unsure = [i for i in kept if i.confidence < rule.sure]
     if not sure or any(i.area_share > rule.max_grey_share for i in unsure):
         return None
-    height, width = image.shape[:2]
     for instance in unsure:
-        region = np.zeros((height, width), np.uint8)
+        region = np.zeros(image.shape[:2], np.uint8)
         cv2.fillPoly(region, [instance.polygon.astype(np.int32)], 1)
         image[cv2.dilate(region, np.ones((9, 9), np.uint8)) > 0] = GREY  # a margin: masks are a little tight
-    lines = []
-    for instance in sure:
-        xy = (instance.polygon / [width, height]).clip(0, 1).reshape(-1)
-        lines.append(f"{instance.class_id} " + " ".join(f"{v:.5f}" for v in xy))
-    return lines
+    return [(i.name, i.polygon) for i in sure]
 
 
 def predicted_instances(model, image: np.ndarray, imgsz: int, rule: PseudoRule) -> list[Instance]:
@@ -64,7 +62,7 @@ def predicted_instances(model, image: np.ndarray, imgsz: int, rule: PseudoRule) 
         return []
     shares = result.masks.data.float().mean(dim=(1, 2)).tolist()
     return [
-        Instance(np.asarray(polygon), float(conf), int(cls), share)
+        Instance(np.asarray(polygon), float(conf), result.names[int(cls)], share)
         for polygon, conf, cls, share in zip(
             result.masks.xy, result.boxes.conf.tolist(), result.boxes.cls.tolist(), shares, strict=True
         )
@@ -72,29 +70,32 @@ def predicted_instances(model, image: np.ndarray, imgsz: int, rule: PseudoRule) 
 
 
 def add_pseudo_labelled(
-    weights: Path, photos: Sequence[Path], root: Path, count: int, imgsz: int, rule: PseudoRule, seed: int = 0
+    weights: Path,
+    photos: Sequence[Path],
+    root: Path,
+    names: Sequence[str],
+    count: int,
+    imgsz: int,
+    rule: PseudoRule,
+    seed: int = 0,
 ) -> int:
-    """Label up to ``count`` of ``photos`` (shuffled) into ``root``/train (images resized to ``imgsz``, as the
-    build's other training photos); returns how many were added."""
+    """Label up to ``count`` of ``photos`` (shuffled) into ``root``/train as the build's other training photos
+    (resized to ``imgsz``, classes indexed by ``names``); returns how many were added."""
     import cv2
     from ultralytics import YOLO
 
-    model, order, added = YOLO(str(weights)), sorted(photos), 0
+    model, order, samples = YOLO(str(weights)), sorted(photos), []
     random.Random(seed).shuffle(order)
     for path in order:
-        if added >= count:
+        if len(samples) >= count:
             break
-        image = cv2.imread(str(path))
-        if image is None:
-            continue
-        scale = imgsz / max(image.shape[:2])
-        if scale < 1:
-            image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-        lines = labelled_photo(image, predicted_instances(model, image, imgsz, rule), rule)
-        if lines is None:
-            continue
-        name = f"pseudo{SOURCE_SEPARATOR}{path.parent.name}-{path.stem}"
-        cv2.imwrite(str(root / "train" / "images" / f"{name}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92])
-        (root / "train" / "labels" / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        added += 1
-    return added
+        copy = resized_copy(path, root / "resized" / "pseudo" / f"{path.parent.name}-{path.stem}.jpg", imgsz)
+        image = cv2.imread(str(copy))
+        polygons = (
+            None if image is None else labelled_photo(image, predicted_instances(model, image, imgsz, rule), rule)
+        )
+        copy.unlink()  # a link to ../shared where the photo was small enough: the greyed photo is a file of its own
+        if polygons is not None:
+            cv2.imwrite(str(copy), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            samples.append(Sample(copy, polygons))
+    return write_yolo_split(samples, root, "train", names, "pseudo")
